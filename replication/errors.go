@@ -17,3 +17,15 @@ var ErrSyncFailed = errors.New("initial table copy failed")
 // ErrDisabled is returned when a subscription is disabled (PostgreSQL disables
 // a subscription on error when disable_on_error is set, or an operator did).
 var ErrDisabled = errors.New("subscription is disabled")
+
+// ErrMissingPublication is returned when the master lacks a publication that
+// a subscription would carry: nothing is created or changed.
+var ErrMissingPublication = errors.New("the master has no publication")
+
+// ErrMixedRefresh is returned when new queue tables and new data tables
+// would join a subscription in one refresh, which copies all or none.
+var ErrMixedRefresh = errors.New("new queue and data tables in one refresh")
+
+// ErrLegacyLayout is returned when a slave still has the earlier layout's
+// separate queue subscription and it cannot be converted now.
+var ErrLegacyLayout = errors.New("the slave has the earlier two-subscription layout")

@@ -3,6 +3,7 @@ package replication
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -29,27 +30,42 @@ type PublicationSpec struct {
 
 // SubscriptionSpec is one subscription on a slave.
 type SubscriptionSpec struct {
-	Name         string
+	Name string
+	// Publications are the publications it carries, NoCopy ones first.
 	Publications []string
-	// CopyData is the initial copy of existing rows: true for the system and
-	// delete publications, false for the queue (history is not work).
-	CopyData bool
+	// NoCopy are the publications whose tables are never copied: the queue
+	// (history is not work). The subscription is created over them with
+	// copy_data = false and the others are added with copy_data = true;
+	// PostgreSQL copies only the tables a subscription does not know yet.
+	NoCopy []string
 	// SynchronousCommit is the subscription's synchronous_commit: on for the
-	// queue subscription. The sidecar's walsender sends only flushed WAL, and
-	// an apply worker commits asynchronously by default, so each queue entry
-	// would otherwise wait for the slave's WAL writer (up to wal_writer_delay,
-	// 200 ms) before the sidecar sees it; with it on, the master-commit to
-	// event latency is a few milliseconds. The data subscription keeps the
-	// default: nothing waits for its flushes.
+	// subscription that carries the queue. The sidecar's walsender sends only
+	// flushed WAL, and an apply worker commits asynchronously by default, so
+	// each queue entry would otherwise wait for the slave's WAL writer (up to
+	// wal_writer_delay, 200 ms) before the sidecar sees it; with it on, the
+	// master-commit to event latency is a few milliseconds.
 	SynchronousCommit bool
 }
+
+// copies reports whether the tables of publication pub get an initial copy.
+func (s SubscriptionSpec) copies(pub string) bool { return !slices.Contains(s.NoCopy, pub) }
 
 // Names are the publications and subscriptions of one deployment.
 type Names struct {
 	System, Delete, Queue PublicationSpec
-	// Subs are the subscriptions: the data subscription(s) first, the queue's last.
+	// Subs are the subscriptions; the one that carries the queue is last.
 	Subs []SubscriptionSpec
+	// Legacy are the subscriptions of the two-subscription layout of
+	// earlier versions (one for data, one for the queue), which
+	// `subscription update` converts; empty with the seed's names, whose
+	// data subscriptions stay.
+	Legacy LegacyNames
 }
+
+// LegacyNames are the subscriptions of the earlier layout whose queue
+// subscription ran apart from the data: Data is "" when the data
+// subscription is kept as it is (the seed's names).
+type LegacyNames struct{ Data, Queue string }
 
 // Publications returns the three publications.
 func (n Names) Publications() []PublicationSpec {
@@ -95,24 +111,23 @@ const maxNameLen = 63
 // NewNames derives the names for environment (the slave's name; only
 // subscriptions depend on it).
 //
-// With prefix p: publications p_system, p_delete and p_queue; subscriptions
-// p_<env>_data (p_system and p_delete, copy_data = true) and p_<env>_queue
-// (copy_data = false). The environment in the subscription names keeps
-// several slaves of one master from clashing on slot names. The system and
-// delete publications share one subscription so that a table whose kind
-// changes (system to delete model, the usual fix for a user table pointing at
-// a system table) stays in the subscription and is not copied again, which
-// would fail on a duplicate key.
+// With prefix p: publications p_system, p_delete and p_queue, and ONE
+// subscription p_<env> over all three, so that the slave applies every master
+// transaction in master commit order, its queue rows in the same slave
+// transaction as the row changes they describe: the sidecar never sees an
+// entry before the slave holds its rows. The queue's tables join without a
+// copy, the others with one. The environment in the name keeps several slaves
+// of one master from clashing on slot names.
 //
 // With seedSlug s (django-logical-replication's names, so an existing
 // deployment switches over without rebuilding its replication): publications
-// s_pub (all operations) and s_upsert_pub (insert, update), subscriptions s_sub
-// and s_upsert_sub, exactly as the seed created them. The seed had no
-// insert-only queue publication of pgoutpost's queue tables, and the queue
-// needs its own subscription (copy_data = false), so these two are new:
-// s_queue_pub and s_<env>_queue_sub. With the seed's two data subscriptions a
-// table moving between s_pub and s_upsert_pub is copied again by the other
-// subscription; PlanPublications warns about it.
+// s_pub (all operations) and s_upsert_pub (insert, update) and subscriptions
+// s_sub and s_upsert_sub, exactly as the seed created them, plus the queue
+// publication s_queue_pub, which joins s_upsert_sub (without a copy): the
+// subscription that carries the delete models and the seed's own queues, so
+// that deletes stay ordered with the rows they delete. A table moving between
+// s_pub and s_upsert_pub is copied again by the other subscription;
+// PlanPublications warns about it.
 //
 // Subscription names are also slot names, which allow only lower-case letters,
 // digits and underscores: other characters of the environment become "_".
@@ -128,10 +143,11 @@ func NewNames(prefix, seedSlug, environment string) (Names, error) {
 			Delete: PublicationSpec{seedSlug + "_upsert_pub", PublishUpsert},
 			Queue:  PublicationSpec{seedSlug + "_queue_pub", PublishInsert},
 			Subs: []SubscriptionSpec{
-				{seedSlug + "_sub", []string{seedSlug + "_pub"}, true, false},
-				{seedSlug + "_upsert_sub", []string{seedSlug + "_upsert_pub"}, true, false},
-				{seedSlug + "_" + env + "_queue_sub", []string{seedSlug + "_queue_pub"}, false, true},
+				{Name: seedSlug + "_sub", Publications: []string{seedSlug + "_pub"}},
+				{Name: seedSlug + "_upsert_sub", Publications: []string{seedSlug + "_queue_pub", seedSlug + "_upsert_pub"},
+					NoCopy: []string{seedSlug + "_queue_pub"}, SynchronousCommit: true},
 			},
+			Legacy: LegacyNames{Queue: seedSlug + "_" + env + "_queue_sub"},
 		}
 	} else {
 		if prefix == "" {
@@ -142,9 +158,10 @@ func NewNames(prefix, seedSlug, environment string) (Names, error) {
 			Delete: PublicationSpec{prefix + "_delete", PublishUpsert},
 			Queue:  PublicationSpec{prefix + "_queue", PublishInsert},
 			Subs: []SubscriptionSpec{
-				{prefix + "_" + env + "_data", []string{prefix + "_system", prefix + "_delete"}, true, false},
-				{prefix + "_" + env + "_queue", []string{prefix + "_queue"}, false, true},
+				{Name: prefix + "_" + env, Publications: []string{prefix + "_queue", prefix + "_system", prefix + "_delete"},
+					NoCopy: []string{prefix + "_queue"}, SynchronousCommit: true},
 			},
+			Legacy: LegacyNames{Data: prefix + "_" + env + "_data", Queue: prefix + "_" + env + "_queue"},
 		}
 	}
 	for _, s := range n.Subscriptions() {

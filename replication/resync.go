@@ -90,7 +90,7 @@ func DeleteSQL(reg *registry.Registry, names Names) string {
 		"-- filter kept from the master (the restore brings back only the rows the filter passes).\n" +
 		"-- Before running it:\n")
 	for _, s := range names.Subscriptions() {
-		if s.CopyData {
+		if len(s.Publications) > len(s.NoCopy) {
 			fmt.Fprintf(&b, "--   ALTER SUBSCRIPTION %s DISABLE;\n", ident(s.Name))
 		}
 	}

@@ -73,19 +73,25 @@ func publicationList(pubs []string) string {
 // SubscriptionResult says what Create or Update did to one subscription.
 type SubscriptionResult struct {
 	Name   string
-	Action string // "created", "exists", "publications set", "refreshed"
+	Action string // "created", "exists", "publications set", "refreshed", ...
 }
 
 // CreateSubscriptions creates the subscriptions of names that do not exist
-// yet, connecting to the master with conninfo. Existing ones are checked: a
-// subscription to other publications is an error (ErrSubscriptionMismatch)
-// that `subscription update` resolves. Errors name the subscription and never
-// contain the password.
+// yet, connecting to the master with conninfo. It first checks that the master
+// has every publication they name (nothing is created when one is missing).
+// Existing ones are checked: a subscription to other publications is an error
+// (ErrSubscriptionMismatch) that `subscription update` resolves, and so is a
+// slave with the earlier two-subscription layout (ErrLegacyLayout). Errors
+// name the subscription and never contain the password.
 func CreateSubscriptions(ctx context.Context, db DB, names Names, conninfo string) ([]SubscriptionResult, error) {
+	if err := refuseLegacy(ctx, db, names, "run `pgoutpost subscription update`, which converts it"); err != nil {
+		return nil, err
+	}
 	have, err := readSubscriptions(ctx, db, names.SubscriptionNames())
 	if err != nil {
 		return nil, err
 	}
+	var missing []SubscriptionSpec
 	var out []SubscriptionResult
 	var errs []error
 	for _, s := range names.Subscriptions() {
@@ -98,6 +104,17 @@ func CreateSubscriptions(ctx context.Context, db DB, names Names, conninfo strin
 			out = append(out, SubscriptionResult{s.Name, "exists"})
 			continue
 		}
+		missing = append(missing, s)
+	}
+	if len(missing) > 0 {
+		if _, err := readMasterPublications(ctx, conninfo, names.PublicationNames()); err != nil {
+			for _, s := range missing {
+				errs = append(errs, fmt.Errorf("create subscription %s: %w", s.Name, err))
+			}
+			return out, errors.Join(errs...)
+		}
+	}
+	for _, s := range missing {
 		if err := createSubscription(ctx, db, s, conninfo); err != nil {
 			return out, errors.Join(append(errs, err)...)
 		}
@@ -106,7 +123,16 @@ func CreateSubscriptions(ctx context.Context, db DB, names Names, conninfo strin
 	return out, errors.Join(errs...)
 }
 
+// createSubscription creates s over its NoCopy publications first, without
+// a copy, then adds the others with their initial copy: PostgreSQL copies
+// only the tables a subscription does not know yet, so the queue's history
+// is never copied. Were the second step to fail, `subscription update` adds
+// the missing publications the same way.
 func createSubscription(ctx context.Context, db DB, s SubscriptionSpec, conninfo string) error {
+	first, copyFirst := s.NoCopy, false
+	if len(first) == 0 {
+		first, copyFirst = s.Publications, true
+	}
 	err := withConn(ctx, db, func(q querier) error {
 		// CREATE SUBSCRIPTION takes no parameters: let the server quote the
 		// conninfo, which then exists only inside this statement.
@@ -116,27 +142,43 @@ func createSubscription(ctx context.Context, db DB, s SubscriptionSpec, conninfo
 		if err != nil {
 			return err
 		}
-		stmt += publicationList(s.Publications) + " WITH (copy_data = " + fmt.Sprint(s.CopyData) +
+		stmt += publicationList(first) + " WITH (copy_data = " + fmt.Sprint(copyFirst) +
 			", synchronous_commit = " + s.synchronousCommit() + ")"
-		// The server logs a failing statement (log_min_error_statement) and
-		// maybe every DDL statement (log_statement): either would write the
-		// password into the slave's server log. Turn both off for this
-		// session; only a superuser may, and one who cannot gets the
-		// server's logging as configured.
-		quiet := false
-		if _, err := q.Exec(ctx, "SET log_min_error_statement = panic; SET log_statement = none"); err == nil {
-			quiet = true
-		}
-		_, err = q.Exec(ctx, stmt)
-		if quiet {
-			_, _ = q.Exec(ctx, "RESET log_min_error_statement; RESET log_statement")
-		}
-		return err
+		return quietly(ctx, q, stmt)
 	})
 	if err != nil {
 		return fmt.Errorf("create subscription %s (master %s): %w", s.Name, connstr.Redact(conninfo), explain(scrubError(err, conninfo), s))
 	}
+	var rest []string
+	for _, p := range s.Publications {
+		if !slices.Contains(first, p) {
+			rest = append(rest, p)
+		}
+	}
+	if len(rest) == 0 {
+		return nil
+	}
+	if _, err := db.Exec(ctx, "ALTER SUBSCRIPTION "+ident(s.Name)+" ADD PUBLICATION "+publicationList(rest)+" WITH (copy_data = true)"); err != nil {
+		return fmt.Errorf("add publications %s to subscription %s: %w", strings.Join(rest, ", "), s.Name, explain(scrubError(err, conninfo), s))
+	}
 	return nil
+}
+
+// quietly runs stmt, which holds a password, with the server's statement
+// logging off. The server logs a failing statement (log_min_error_statement)
+// and maybe every DDL statement (log_statement): either would write the
+// password into the slave's server log. Only a superuser may turn them off;
+// one who cannot gets the server's logging as configured.
+func quietly(ctx context.Context, q querier, stmt string) error {
+	quiet := false
+	if _, err := q.Exec(ctx, "SET log_min_error_statement = panic; SET log_statement = none"); err == nil {
+		quiet = true
+	}
+	_, err := q.Exec(ctx, stmt)
+	if quiet {
+		_, _ = q.Exec(ctx, "RESET log_min_error_statement; RESET log_statement")
+	}
+	return err
 }
 
 // withConn runs fn on one connection of db: session settings need the same
@@ -170,14 +212,7 @@ func updateConnection(ctx context.Context, db DB, s SubscriptionSpec, conninfo s
 		if err := q.QueryRow(ctx, "SELECT format('ALTER SUBSCRIPTION %I CONNECTION %L', $1::text, $2::text)", s.Name, conninfo).Scan(&stmt); err != nil {
 			return err
 		}
-		quiet := false
-		if _, err := q.Exec(ctx, "SET log_min_error_statement = panic; SET log_statement = none"); err == nil {
-			quiet = true
-		}
-		_, err = q.Exec(ctx, stmt)
-		if quiet {
-			_, _ = q.Exec(ctx, "RESET log_min_error_statement; RESET log_statement")
-		}
+		err = quietly(ctx, q, stmt)
 		changed = err == nil
 		return err
 	})
@@ -201,17 +236,27 @@ func explain(err error, s SubscriptionSpec) error {
 	return err
 }
 
-// UpdateSubscriptions creates missing subscriptions, points existing ones at
-// the right publication and at conninfo (when the caller may read their
-// conninfo, i.e. is a superuser), and refreshes them so that tables added to the
-// publications start their initial copy (the queue subscription refreshes
-// with copy_data = false).
+// UpdateSubscriptions converts a slave of the earlier two-subscription
+// layout (see ConvertLegacy), creates missing subscriptions, points existing
+// ones at the right publications and at conninfo (when the caller may read
+// their conninfo, i.e. is a superuser), and refreshes them so that tables
+// added to the publications start their initial copy. A refresh copies all or
+// none of its new tables, so new queue tables (never copied) and new data
+// tables (always copied) cannot join in one refresh: that is refused, with
+// what to do.
 func UpdateSubscriptions(ctx context.Context, db DB, names Names, conninfo string) ([]SubscriptionResult, error) {
+	out, err := ConvertLegacy(ctx, db, names, conninfo)
+	if err != nil {
+		return out, err
+	}
 	have, err := readSubscriptions(ctx, db, names.SubscriptionNames())
 	if err != nil {
-		return nil, err
+		return out, err
 	}
-	var out []SubscriptionResult
+	master, err := readMasterPublications(ctx, conninfo, names.PublicationNames())
+	if err != nil {
+		return out, err
+	}
 	for _, s := range names.Subscriptions() {
 		cur, ok := have[s.Name]
 		if !ok {
@@ -237,20 +282,106 @@ func UpdateSubscriptions(ctx context.Context, db DB, names Names, conninfo strin
 			}
 			out = append(out, SubscriptionResult{s.Name, "synchronous_commit " + s.synchronousCommit()})
 		}
-		copyData := fmt.Sprint(s.CopyData)
+		copyData, err := refreshCopies(ctx, db, s, master)
+		if err != nil {
+			return out, err
+		}
+		copyOpt := " WITH (copy_data = " + fmt.Sprint(copyData) + ")"
 		if !samePublications(cur.publications, s.Publications) {
 			// SET PUBLICATION refreshes too.
-			_, err := db.Exec(ctx, "ALTER SUBSCRIPTION "+ident(s.Name)+" SET PUBLICATION "+publicationList(s.Publications)+" WITH (copy_data = "+copyData+")")
-			if err != nil {
+			if _, err := db.Exec(ctx, "ALTER SUBSCRIPTION "+ident(s.Name)+" SET PUBLICATION "+publicationList(s.Publications)+copyOpt); err != nil {
 				return out, fmt.Errorf("set publication of subscription %s: %w", s.Name, scrubError(err, conninfo))
 			}
 			out = append(out, SubscriptionResult{s.Name, "publications set"})
 			continue
 		}
-		if _, err := db.Exec(ctx, "ALTER SUBSCRIPTION "+ident(s.Name)+" REFRESH PUBLICATION WITH (copy_data = "+copyData+")"); err != nil {
+		if _, err := db.Exec(ctx, "ALTER SUBSCRIPTION "+ident(s.Name)+" REFRESH PUBLICATION"+copyOpt); err != nil {
 			return out, fmt.Errorf("refresh subscription %s: %w", s.Name, explain(scrubError(err, conninfo), s))
 		}
 		out = append(out, SubscriptionResult{s.Name, "refreshed"})
+	}
+	return out, nil
+}
+
+// refreshCopies decides the copy_data of refreshing s: true unless the
+// tables new to s are queue tables (NoCopy publications), whose history is
+// not work. New tables of both kinds cannot join in one refresh.
+func refreshCopies(ctx context.Context, db DB, s SubscriptionSpec, master masterPublications) (bool, error) {
+	states, err := readSyncStates(ctx, db, []string{s.Name})
+	if err != nil {
+		return false, err
+	}
+	known := map[registry.TableName]bool{}
+	for _, st := range states {
+		known[st.Table] = true
+	}
+	var newQueue, newData []string
+	for _, pub := range s.Publications {
+		for _, t := range master[pub] {
+			switch {
+			case known[t]:
+			case s.copies(pub):
+				newData = append(newData, t.String())
+			default:
+				newQueue = append(newQueue, t.String())
+			}
+			known[t] = true
+		}
+	}
+	if len(newQueue) > 0 && len(newData) > 0 {
+		return false, fmt.Errorf("refresh subscription %s: %w: the queue tables %s (never copied) and the tables %s (copied) are new to it, "+
+			"and one refresh copies all or none: on the master, publish the new tables in two steps (first the queue tables, "+
+			"run `subscription update` here, then the others, and run it again)",
+			s.Name, ErrMixedRefresh, strings.Join(newQueue, ", "), strings.Join(newData, ", "))
+	}
+	return len(newQueue) == 0, nil
+}
+
+// masterPublications are the tables of the master's publications, by name.
+type masterPublications map[string][]registry.TableName
+
+// readMasterPublications connects to the master and reads the tables of
+// pubs; a publication the master does not have is an error naming it.
+func readMasterPublications(ctx context.Context, conninfo string, pubs []string) (masterPublications, error) {
+	conn, err := pgx.Connect(ctx, conninfo)
+	if err != nil {
+		return nil, fmt.Errorf("could not connect to the master (%s) to read its publications: %w", connstr.Redact(conninfo), scrubError(err, conninfo))
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	rows, err := conn.Query(ctx, `
+		SELECT p.pubname, t.schemaname, t.tablename
+		FROM pg_catalog.pg_publication p
+		LEFT JOIN pg_catalog.pg_publication_tables t ON t.pubname = p.pubname
+		WHERE p.pubname = ANY($1)`, pubs)
+	if err != nil {
+		return nil, fmt.Errorf("read the master's publications: %w", err)
+	}
+	out := masterPublications{}
+	for rows.Next() {
+		var pub string
+		var schema, table *string
+		if err := rows.Scan(&pub, &schema, &table); err != nil {
+			return nil, fmt.Errorf("read the master's publications: %w", err)
+		}
+		if _, ok := out[pub]; !ok {
+			out[pub] = nil
+		}
+		if schema != nil && table != nil {
+			out[pub] = append(out[pub], registry.TableName{Schema: *schema, Name: *table})
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read the master's publications: %w", err)
+	}
+	var missing []string
+	for _, p := range pubs {
+		if _, ok := out[p]; !ok {
+			missing = append(missing, p)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("%w: %s (master %s): run `pgoutpost publication create` and `publication update` on the master first",
+			ErrMissingPublication, strings.Join(missing, ", "), connstr.Redact(conninfo))
 	}
 	return out, nil
 }
