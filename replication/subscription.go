@@ -578,3 +578,28 @@ func syncReason(ctx context.Context, q querier, t registry.TableName) (hasRows b
 	}
 	return false, "the tablesync worker errored; its error is in the slave's server log (common causes: a missing or different column on the slave, a row the slave's constraints reject, too few max_sync_workers_per_subscription or connections on the master)"
 }
+
+// CopyingTables returns the tables of every subscription of the current
+// database that are not ready yet (initial copy, or a table added later): the
+// sidecar applies no queue entry while there is one, since a cascade or an
+// event could read a table whose rows are not all there.
+func CopyingTables(ctx context.Context, db DB) ([]SyncState, error) {
+	rows, err := db.Query(ctx, `
+		SELECT s.subname, n.nspname, c.relname, r.srsubstate::text
+		FROM pg_catalog.pg_subscription s
+		JOIN pg_catalog.pg_subscription_rel r ON r.srsubid = s.oid
+		JOIN pg_catalog.pg_class c ON c.oid = r.srrelid
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE s.subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+		  AND r.srsubstate <> 'r'
+		ORDER BY 1, 2, 3`)
+	if err != nil {
+		return nil, fmt.Errorf("read the subscriptions' table states: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (SyncState, error) {
+		var s SyncState
+		err := r.Scan(&s.Subscription, &s.Table.Schema, &s.Table.Name, &s.State)
+		s.TableName = s.Table.String()
+		return s, err
+	})
+}

@@ -13,16 +13,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/pgoutpost/pgoutpost/queue"
+	"github.com/pgoutpost/pgoutpost/replication"
 	"github.com/pgoutpost/pgoutpost/sink"
 )
 
 // probeState is what the last probe found, for /readyz.
 type probeState struct {
 	at         time.Time
-	pgErr      error  // the probe's query failed
-	slotFound  bool   // the slot exists
-	slotActive bool   // a walsender streams it
-	walStatus  string // pg_replication_slots.wal_status
+	pgErr      error         // the probe's query failed
+	slotFound  bool          // the slot exists
+	slotActive bool          // a walsender streams it
+	walStatus  string        // pg_replication_slots.wal_status
+	queueLag   time.Duration // age of the oldest row in the queue tables
 
 	beat     time.Time // when the stream last showed life
 	beatMark uint64    // the stream's message and keepalive count then
@@ -112,6 +114,7 @@ func (s *Sidecar) probeOnce(ctx context.Context, reconnects *uint64) {
 	s.probe.at, s.probe.pgErr = now, p.pgErr
 	if p.pgErr == nil {
 		s.probe.slotFound, s.probe.slotActive, s.probe.walStatus = p.slotFound, p.slotActive, p.walStatus
+		s.probe.queueLag = p.queueLag
 	}
 	s.mu.Unlock()
 	if shuttingDown(p.pgErr) {
@@ -159,14 +162,20 @@ func (s *Sidecar) probeDB(ctx context.Context, p *probeState) error {
 		}
 	}
 
-	var del, den int64
-	err = s.opts.DB.QueryRow(ctx, "SELECT (SELECT count(*) FROM "+queue.DeleteQueue.Sanitize()+
-		"), (SELECT count(*) FROM "+queue.DenormalizeQueue.Sanitize()+")").Scan(&del, &den)
+	depths, err := queue.Depths(ctx, s.opts.DB, s.opts.SeedQueues)
 	if err != nil {
-		return fmt.Errorf("count queue entries: %w", err)
+		return err
 	}
-	m.pending.WithLabelValues(queue.QueueDelete).Set(float64(del))
-	m.pending.WithLabelValues(queue.QueueDenormalize).Set(float64(den))
+	for _, d := range depths {
+		m.pending.WithLabelValues(d.Queue).Set(float64(d.Pending))
+		p.queueLag = max(p.queueLag, d.OldestAge)
+	}
+	m.queueLag.Set(p.queueLag.Seconds())
+	tables, err := replication.CopyingTables(ctx, s.opts.DB)
+	if err != nil {
+		return err
+	}
+	s.setCopying(tables)
 
 	rows, err := s.opts.DB.Query(ctx, "SELECT queue, count(*) FROM "+queue.DeadLetter.Sanitize()+" GROUP BY queue")
 	if err != nil {
@@ -221,8 +230,14 @@ func (s *Sidecar) notReady(now time.Time) []string {
 	} else if stale := now.Sub(p.beat); !p.beat.IsZero() && stale > 3*s.opts.Heartbeat {
 		why = append(why, fmt.Sprintf("stream: no message or keepalive for %s (heartbeat every %s)", stale.Round(time.Second), s.opts.Heartbeat))
 	}
-	if lag := s.lag(now); lag > s.opts.MaxLag {
-		why = append(why, fmt.Sprintf("lag: the oldest unfinished master transaction committed %s ago (max_lag %s)", lag.Round(time.Second), s.opts.MaxLag))
+	s.mu.Lock()
+	copying := s.copying
+	s.mu.Unlock()
+	for _, t := range copying {
+		why = append(why, "copying: "+t+": queue entries wait until it is ready")
+	}
+	if lag := max(s.lag(now), p.queueLag); lag > s.opts.MaxLag {
+		why = append(why, fmt.Sprintf("lag: the oldest queue entry was written %s ago (max_lag %s)", lag.Round(time.Second), s.opts.MaxLag))
 	}
 	if s.opts.Sink != nil {
 		if err := s.opts.Sink.Ready(); err != nil {

@@ -21,22 +21,25 @@ var walStatuses = []string{"reserved", "extended", "unreserved", "lost"}
 // latency hook (sink.Options.ObserveAck). Create it with NewMetrics on a
 // registry of your own; the Sidecar updates the gauges.
 type Metrics struct {
-	messages     *prometheus.CounterVec
-	entries      *prometheus.CounterVec
-	pending      *prometheus.GaugeVec
-	dead         *prometheus.GaugeVec
-	commitToDone *prometheus.HistogramVec
-	cascadeRows  *prometheus.CounterVec
-	slotLag      prometheus.Gauge
-	safeWAL      prometheus.Gauge
-	walStatus    *prometheus.GaugeVec
-	flushLSN     prometheus.Gauge
-	natsPublish  prometheus.Histogram
-	natsAcks     prometheus.Gauge
-	natsUp       prometheus.Gauge
-	reconnects   *prometheus.CounterVec
-	ready        prometheus.Gauge
-	lag          prometheus.Gauge
+	messages       *prometheus.CounterVec
+	entries        *prometheus.CounterVec
+	pending        *prometheus.GaugeVec
+	dead           *prometheus.GaugeVec
+	commitToDone   *prometheus.HistogramVec
+	cascadeRows    *prometheus.CounterVec
+	slotLag        prometheus.Gauge
+	safeWAL        prometheus.Gauge
+	walStatus      *prometheus.GaugeVec
+	flushLSN       prometheus.Gauge
+	natsPublish    prometheus.Histogram
+	natsAcks       prometheus.Gauge
+	natsUp         prometheus.Gauge
+	reconnects     *prometheus.CounterVec
+	ready          prometheus.Gauge
+	lag            prometheus.Gauge
+	queueLag       prometheus.Gauge
+	swept          prometheus.Counter
+	slotRecoveries prometheus.Counter
 
 	// messageCounters caches the counter of each message type, so that
 	// counting a decoded message costs no label lookup.
@@ -80,11 +83,17 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Reconnections, by target (postgres: the replication stream; nats)."}, []string{"target"}),
 		ready: prometheus.NewGauge(prometheus.GaugeOpts{Name: name("", "ready"),
 			Help: "1 when /readyz reports ready."}),
+		queueLag: prometheus.NewGauge(prometheus.GaugeOpts{Name: name("queue", "lag_seconds"),
+			Help: "Age of the oldest row in the slave's queue tables, from its master write time (0 when empty): the work not done yet, whatever the stream saw."}),
+		swept: prometheus.NewCounter(prometheus.CounterOpts{Name: name("queue", "swept_entries_total"),
+			Help: "Entries the periodic sweep found in the queue tables that the stream never delivered, then processed; should stay 0."}),
+		slotRecoveries: prometheus.NewCounter(prometheus.CounterOpts{Name: name("slot", "recoveries_total"),
+			Help: "Times the sidecar's slot vanished or was replaced while running, and the sidecar drained the queue tables and streamed again."}),
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{Name: name("stream", "lag_seconds"),
 			Help: "Age of the oldest master transaction received and not finished (0 when none)."}),
 	}
 	for _, c := range []prometheus.Collector{m.messages, m.entries, m.pending, m.dead, m.commitToDone, m.cascadeRows,
-		m.slotLag, m.safeWAL, m.walStatus, m.flushLSN, m.natsPublish, m.natsAcks, m.natsUp, m.reconnects, m.ready, m.lag} {
+		m.slotLag, m.safeWAL, m.walStatus, m.flushLSN, m.natsPublish, m.natsAcks, m.natsUp, m.reconnects, m.ready, m.lag, m.queueLag, m.swept, m.slotRecoveries} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

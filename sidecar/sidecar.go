@@ -7,10 +7,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +21,7 @@ import (
 
 	"github.com/pgoutpost/pgoutpost/decoder"
 	"github.com/pgoutpost/pgoutpost/queue"
+	"github.com/pgoutpost/pgoutpost/replication"
 	"github.com/pgoutpost/pgoutpost/sink"
 )
 
@@ -29,6 +33,12 @@ const (
 	DefaultBatchSize     = 500
 	DefaultProbeInterval = 2 * time.Second
 	DefaultProbeTimeout  = 5 * time.Second
+	// DefaultSweepInterval is the period of the sweep that processes entries
+	// the stream never delivered (see Options.SweepInterval).
+	DefaultSweepInterval = 30 * time.Second
+	// copyPoll is how often the sidecar looks again at a table in its
+	// initial copy while entries wait for it.
+	copyPoll = time.Second
 )
 
 // Processor applies queue entries; *queue.Processor is the implementation.
@@ -79,6 +89,12 @@ type Options struct {
 	BatchSize int
 
 	ProbeInterval time.Duration // period of the slot, queue and readiness probe
+	// SweepInterval is the period of the sweep: while the stream holds no
+	// unfinished work, an entry still in the queue tables one interval after
+	// it was seen there, once the stream has delivered everything committed
+	// before that, is one the stream missed; the sweep processes it and
+	// counts it (pgoutpost_queue_swept_entries_total, which should stay 0).
+	SweepInterval time.Duration
 	// Stream tuning, for tests; zero takes the stream's defaults.
 	StatusInterval, FlushDelay time.Duration
 	ReconnectMin, ReconnectMax time.Duration
@@ -94,6 +110,7 @@ func (o *Options) setDefaults() {
 	def(&o.MaxLag, DefaultMaxLag)
 	def(&o.Heartbeat, DefaultHeartbeat)
 	def(&o.ProbeInterval, DefaultProbeInterval)
+	def(&o.SweepInterval, DefaultSweepInterval)
 	if o.BatchSize <= 0 {
 		o.BatchSize = DefaultBatchSize
 	}
@@ -132,6 +149,7 @@ type Sidecar struct {
 	mu       sync.Mutex
 	inflight []time.Time // commit times of transactions received and not acknowledged, oldest first
 	probe    probeState
+	copying  []string // tables not ready, as waitCopies last saw them
 }
 
 // New checks opts and returns a sidecar.
@@ -317,6 +335,14 @@ func (s *Sidecar) loop(parent, ctx context.Context) error {
 		if errors.Is(err, errSlotLost) {
 			continue // prepare's ensureSlot drops and recreates the slot
 		}
+		if errors.Is(err, ErrSlotMissing) || errors.Is(err, ErrSlotReplaced) {
+			// Entries committed while the slot was gone are in no stream:
+			// prepare creates the slot when missing and drains the queue
+			// tables before the stream starts again.
+			s.log.Warn("replication slot lost while running; draining the queue tables before streaming again", "slot", s.opts.Slot, "err", err)
+			s.metrics.slotRecoveries.Inc()
+			continue
+		}
 		var perm *permanentError
 		if errors.As(err, &perm) {
 			return perm.err
@@ -358,6 +384,13 @@ func (s *Sidecar) prepare(parent, ctx context.Context) error {
 	}
 	ctx, cancel := s.graceContext(parent, ctx)
 	defer cancel()
+	_, err := s.drain(parent, ctx)
+	return err
+}
+
+// drain applies every entry waiting in the queue tables, oldest transaction
+// first, and returns how many it applied.
+func (s *Sidecar) drain(parent, ctx context.Context) (int, error) {
 	n := 0
 	start := time.Now()
 	logged := start
@@ -369,23 +402,52 @@ func (s *Sidecar) prepare(parent, ctx context.Context) error {
 		}
 		txns, err := s.opts.Processor.Pending(ctx, s.opts.BatchSize)
 		if err != nil {
-			return fmt.Errorf("read pending entries: %w", err)
+			return n, fmt.Errorf("read pending entries: %w", err)
 		}
 		if len(txns) == 0 {
 			break
+		}
+		if err := s.waitCopies(ctx); err != nil {
+			return n, err
 		}
 		done, err := s.opts.Processor.Apply(ctx, txns)
 		for _, t := range txns[:done] {
 			n += len(t.Entries)
 		}
 		if err != nil {
-			return fmt.Errorf("apply pending entries: %w", err)
+			return n, fmt.Errorf("apply pending entries: %w", err)
 		}
 	}
 	if n > 0 {
 		s.log.Info("drained entries waiting in the queue tables", "entries", n, "took", time.Since(start).Round(time.Millisecond))
 	}
-	return nil
+	return n, nil
+}
+
+// waitCopies returns once no table of the slave's subscriptions is in its
+// initial copy (or added and not ready yet). Until then no entry is applied:
+// a cascade or an event may read any synced table, and one whose rows are
+// not all there yet would lose a delete or publish a row that is not the
+// master's. Entries wait in order; none is lost.
+func (s *Sidecar) waitCopies(ctx context.Context) error {
+	for {
+		tables, err := replication.CopyingTables(ctx, s.opts.DB)
+		if err != nil {
+			return err
+		}
+		names := s.setCopying(tables)
+		if len(names) == 0 {
+			return nil
+		}
+		if s.stopping.Load() {
+			return errors.New("shutting down while tables are being copied")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(copyPoll):
+		}
+	}
 }
 
 // drainProgressEvery is how often a long drain at start logs its progress.
@@ -557,6 +619,9 @@ func (s *Sidecar) batch(parent, ctx context.Context, st *Stream, items <-chan it
 	applyCtx, cancelApply := s.graceContext(parent, ctx)
 	defer cancelApply()
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
+	sweep := time.NewTicker(s.opts.SweepInterval)
+	defer sweep.Stop()
+	var mark *sweepMark
 	var buf []item
 	for {
 		if len(buf) == 0 {
@@ -567,6 +632,15 @@ func (s *Sidecar) batch(parent, ctx context.Context, st *Stream, items <-chan it
 				return ctx.Err()
 			case it := <-items:
 				buf = append(buf, it)
+			case <-sweep.C:
+				if len(items) > 0 {
+					continue // not idle: the stream is delivering
+				}
+				var err error
+				if mark, err = s.sweep(parent, applyCtx, st, mark); err != nil {
+					s.log.Warn("sweep of the queue tables", "err", err)
+				}
+				continue
 			}
 		}
 		n := 0
@@ -630,6 +704,9 @@ func (s *Sidecar) apply(ctx context.Context, st *Stream, buf []item) ([]item, er
 		err = s.waitVisible(ctx, xids)
 	}
 	if len(txns) > 0 && err == nil {
+		err = s.waitCopies(ctx)
+	}
+	if len(txns) > 0 && err == nil {
 		done, err = s.opts.Processor.Apply(ctx, txns)
 		if err == nil && done < len(txns) {
 			err = fmt.Errorf("processor finished %d of %d transactions", done, len(txns))
@@ -648,6 +725,99 @@ func (s *Sidecar) apply(ctx context.Context, st *Stream, buf []item) ([]item, er
 		s.mu.Unlock()
 	}
 	return append(buf[:0], buf[cut:]...), err
+}
+
+// setCopying records the tables not ready for /readyz, logs when the set
+// changes, and returns them as text.
+func (s *Sidecar) setCopying(tables []replication.SyncState) []string {
+	var names []string
+	for _, t := range tables {
+		names = append(names, fmt.Sprintf("%s (%s, subscription %s)", t.TableName, replication.StateName(t.State), t.Subscription))
+	}
+	s.mu.Lock()
+	changed := strings.Join(names, ", ") != strings.Join(s.copying, ", ")
+	s.copying = names
+	s.mu.Unlock()
+	switch {
+	case changed && len(names) > 0:
+		s.log.Info("tables being copied: queue entries wait until they are ready", "tables", names)
+	case changed:
+		s.log.Info("every table of the subscriptions is ready")
+	}
+	return names
+}
+
+// sweepMark is what one sweep saw: the entries in the queue tables and the
+// slave's WAL position after it looked.
+type sweepMark struct {
+	ids map[string]bool
+	wal decoder.LSN
+}
+
+// sweep runs while the batcher holds no work: it marks the entries in the
+// queue tables and, at the next sweep, once the stream has delivered and
+// acknowledged everything committed before the mark, processes every entry
+// still there. Any such marked entry is one the stream missed (a slot
+// recreated, a bug): it is counted and logged. This keeps "the queue tables
+// are the to-do list, the stream only the signal" true while running, not
+// only at start.
+func (s *Sidecar) sweep(parent, ctx context.Context, st *Stream, mark *sweepMark) (*sweepMark, error) {
+	if mark != nil && st.Stats().Flush >= mark.wal && len(s.unfinished()) == 0 {
+		ids, err := queue.WaitingIDs(ctx, s.opts.DB, s.opts.SeedQueues, sweepLimit)
+		if err != nil {
+			return mark, err
+		}
+		missed := 0
+		for _, id := range ids {
+			if mark.ids[id] {
+				missed++
+			}
+		}
+		if missed > 0 {
+			s.metrics.swept.Add(float64(missed))
+			s.log.Warn("the sweep found entries the stream never delivered; processing them", "entries", missed)
+			if _, err := s.drain(parent, ctx); err != nil {
+				return nil, err
+			}
+		}
+		mark = nil
+	}
+	if mark != nil {
+		return mark, nil // the stream has not caught up with the mark yet
+	}
+	ids, err := queue.WaitingIDs(ctx, s.opts.DB, s.opts.SeedQueues, sweepLimit)
+	if err != nil {
+		return nil, err
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	m := &sweepMark{ids: make(map[string]bool, len(ids))}
+	for _, id := range ids {
+		m.ids[id] = true
+	}
+	var wal string
+	if err := s.opts.DB.QueryRow(ctx, "SELECT pg_catalog.pg_current_wal_lsn()::text").Scan(&wal); err != nil {
+		return nil, fmt.Errorf("read the slave's WAL position: %w", err)
+	}
+	l, err := pglogrepl.ParseLSN(wal)
+	if err != nil {
+		return nil, err
+	}
+	m.wal = decoder.LSN(l)
+	return m, nil
+}
+
+// sweepLimit bounds the entries one sweep looks at; the drain it starts
+// processes them all.
+const sweepLimit = 10000
+
+// unfinished returns the commit times of the transactions received and not
+// acknowledged.
+func (s *Sidecar) unfinished() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.inflight)
 }
 
 // waitVisible waits until the slave transactions xids are visible to new

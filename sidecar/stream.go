@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -50,7 +51,8 @@ type StreamConfig struct {
 	// DSN is the connection string of the database whose changes are streamed.
 	// The replication connection is opened with replication=database added.
 	DSN string
-	// Slot is the pgoutput replication slot, created when missing.
+	// Slot is the pgoutput replication slot. It must exist: the stream never
+	// creates or drops one (Run returns ErrSlotMissing).
 	Slot string
 	// Publications are passed to pgoutput as publication_names.
 	Publications []string
@@ -300,6 +302,9 @@ func (s *Stream) receive(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if errors.Is(err, ErrSlotMissing) || errors.Is(err, ErrSlotReplaced) {
+			return err
+		}
 		if time.Since(began) > s.cfg.ReconnectMax {
 			wait = s.cfg.ReconnectMin
 		}
@@ -314,8 +319,19 @@ func (s *Stream) receive(ctx context.Context) error {
 	}
 }
 
-// prepare checks (or creates) the slot on a normal connection and returns
-// the position it confirmed and the server's version number.
+// ErrSlotMissing is returned by Stream.Run when its slot does not exist, and
+// ErrSlotReplaced when the slot's confirmed position is past anything this
+// stream reported (it was dropped and created again, or moved by another
+// client). The stream never creates, drops or moves a slot: its owner does,
+// and drains the queue tables before it streams again, since transactions
+// committed while the slot was gone are in no stream.
+var (
+	ErrSlotMissing  = errors.New("replication slot does not exist")
+	ErrSlotReplaced = errors.New("replication slot was replaced or moved by another client")
+)
+
+// prepare checks the slot on a normal connection and returns the position it
+// confirmed and the server's version number.
 func (s *Stream) prepare(ctx context.Context) (confirmed decoder.LSN, version int, err error) {
 	conn, err := s.connectSQL(ctx)
 	if err != nil {
@@ -325,36 +341,33 @@ func (s *Stream) prepare(ctx context.Context) (confirmed decoder.LSN, version in
 	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
 		return 0, 0, fmt.Errorf("read server version: %w", err)
 	}
-	const q = `SELECT plugin, database = current_database(), confirmed_flush_lsn::text
-		FROM pg_replication_slots WHERE slot_name = $1`
-	for attempt := 0; ; attempt++ {
-		var plugin, lsn *string
-		var sameDB *bool
-		err := conn.QueryRow(ctx, q, s.cfg.Slot).Scan(&plugin, &sameDB, &lsn)
-		if errors.Is(err, pgx.ErrNoRows) && attempt == 0 {
-			var created string
-			err := conn.QueryRow(ctx, "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", s.cfg.Slot).Scan(&created)
-			var pgErr *pgconn.PgError
-			if err != nil && !(errors.As(err, &pgErr) && pgErr.Code == "42710") { // created meanwhile
-				return 0, 0, fmt.Errorf("create replication slot %q: %w", s.cfg.Slot, err)
-			}
-			if err == nil {
-				s.log.Info("replication slot created", "lsn", created)
-			}
-			continue
-		}
-		if err != nil {
-			return 0, 0, fmt.Errorf("read replication slot %q: %w", s.cfg.Slot, err)
-		}
-		if plugin == nil || *plugin != "pgoutput" || sameDB == nil || !*sameDB || lsn == nil {
-			return 0, 0, fmt.Errorf("replication slot %q is not a pgoutput slot of this database", s.cfg.Slot)
-		}
-		l, err := pglogrepl.ParseLSN(*lsn)
-		if err != nil {
-			return 0, 0, fmt.Errorf("read replication slot %q: %w", s.cfg.Slot, err)
-		}
-		return decoder.LSN(l), version, nil
+	var plugin, lsn *string
+	var sameDB *bool
+	err = conn.QueryRow(ctx, `SELECT plugin, database = current_database(), confirmed_flush_lsn::text
+		FROM pg_replication_slots WHERE slot_name = $1`, s.cfg.Slot).Scan(&plugin, &sameDB, &lsn)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, 0, fmt.Errorf("slot %q: %w", s.cfg.Slot, ErrSlotMissing)
 	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("read replication slot %q: %w", s.cfg.Slot, err)
+	}
+	if plugin == nil || *plugin != "pgoutput" || sameDB == nil || !*sameDB || lsn == nil {
+		return 0, 0, fmt.Errorf("replication slot %q is not a pgoutput slot of this database", s.cfg.Slot)
+	}
+	l, err := pglogrepl.ParseLSN(*lsn)
+	if err != nil {
+		return 0, 0, fmt.Errorf("read replication slot %q: %w", s.cfg.Slot, err)
+	}
+	confirmed = decoder.LSN(l)
+	s.mu.Lock()
+	sent := s.sentFlush
+	s.mu.Unlock()
+	// Only this stream's status updates move the slot's confirmed position,
+	// so it never passes what the stream reported.
+	if sent != 0 && confirmed > sent {
+		return 0, 0, fmt.Errorf("slot %q confirmed %s, past the %s this stream reported: %w", s.cfg.Slot, confirmed, sent, ErrSlotReplaced)
+	}
+	return confirmed, version, nil
 }
 
 // connectSQL opens a normal connection to the database (for the slot check
@@ -441,6 +454,10 @@ func (s *Stream) session(ctx context.Context) error {
 	args := s.pluginArgs(version)
 	if err := pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, pglogrepl.LSN(start),
 		pglogrepl.StartReplicationOptions{Mode: pglogrepl.LogicalReplication, PluginArgs: args}); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UndefinedObject { // dropped since prepare
+			err = fmt.Errorf("%w: %w", ErrSlotMissing, err)
+		}
 		return fmt.Errorf("start replication on slot %q: %w", s.cfg.Slot, err)
 	}
 	s.log.Info("replication started", "start", start, "server_wal", decoder.LSN(sys.XLogPos),

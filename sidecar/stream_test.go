@@ -298,9 +298,9 @@ func TestStreamDelivers(t *testing.T) {
 	cfg := f.config(nil)
 	cfg.SpillThreshold = 4096
 	cfg.SpillDir = t.TempDir()
+	f.createSlot(t)
 	rec, s := newRecorder(t, cfg)
 	run(t, s)
-	// The stream creates the slot; wait for it to be streaming.
 	waitFor(t, "the stream to start", func() bool { return s.Stats().SentFlush != 0 })
 
 	conn := connect(t, f.db.DSN)
@@ -386,6 +386,7 @@ func head(x []int64) []int64 {
 
 func TestStreamIdleFlushOnlyWhenNothingInFlight(t *testing.T) {
 	f := newFixture(t)
+	f.createSlot(t)
 	got := make(chan delivered, 10)
 	dec := decoder.NewDecoder()
 	cfg := f.config(func(_ context.Context, tx *Tx) error {
@@ -434,6 +435,7 @@ func TestStreamIdleFlushOnlyWhenNothingInFlight(t *testing.T) {
 
 func TestStreamReconnectsAfterTerminate(t *testing.T) {
 	f := newFixture(t)
+	f.createSlot(t)
 	rec, s := newRecorder(t, f.config(nil))
 	run(t, s)
 	waitFor(t, "the stream to start", func() bool { return s.Stats().SentFlush != 0 })
@@ -567,6 +569,7 @@ func TestServerStartsAtConfirmedFlush(t *testing.T) {
 // transaction would look like a dead stream.
 func TestStreamCountsMessagesBeforeCommit(t *testing.T) {
 	f := newFixture(t)
+	f.createSlot(t)
 	_, s := newRecorder(t, f.config(nil))
 	run(t, s)
 	waitFor(t, "the stream to start", func() bool { return s.Stats().SentFlush != 0 })
@@ -584,4 +587,58 @@ func TestStreamCountsMessagesBeforeCommit(t *testing.T) {
 		st := s.Stats()
 		return st.Messages > 0 && st.Transactions == 0
 	})
+}
+
+// TestStreamNeverCreatesOrReplacesASlot: the stream stops with ErrSlotMissing
+// when its slot does not exist (it creates none), and with ErrSlotReplaced
+// when the slot it streamed was dropped and created again meanwhile: in both
+// cases transactions committed without a slot are in no stream, and only the
+// slot's owner can recover them.
+func TestStreamNeverCreatesOrReplacesASlot(t *testing.T) {
+	f := newFixture(t)
+	s, err := NewStream(f.config(func(context.Context, *Tx) error { return nil }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.Run(ctx); !errors.Is(err, ErrSlotMissing) {
+		t.Fatalf("Run without a slot = %v, want ErrSlotMissing", err)
+	}
+	var n int
+	if err := connect(t, f.db.DSN).QueryRow(ctx, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", f.slot).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("slots named %s after Run: %d (%v): the stream created one", f.slot, n, err)
+	}
+
+	f.createSlot(t)
+	s, err = NewStream(f.config(func(context.Context, *Tx) error { return nil }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	conn := connect(t, f.db.DSN)
+	pgtest.Exec(t, f.db.DSN, ins(1, 1, 1))
+	waitFor(t, "the stream to report a position", func() bool { return s.Stats().SentFlush != 0 && s.Stats().Flush == s.Stats().SentFlush && s.Stats().Transactions == 1 })
+	// Drop the slot under the stream (terminating its walsender) and create
+	// it again after a transaction that no stream will ever carry.
+	// The stream reconnects at once, so terminate and drop until the drop
+	// wins the race.
+	waitFor(t, "the slot to be dropped", func() bool {
+		if _, err := conn.Exec(ctx, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL", f.slot); err != nil {
+			t.Fatal(err)
+		}
+		_, err := conn.Exec(ctx, "SELECT pg_drop_replication_slot($1)", f.slot)
+		return err == nil
+	})
+	pgtest.Exec(t, f.db.DSN, ins(2, 2, 1))
+	f.createSlot(t)
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrSlotReplaced) && !errors.Is(err, ErrSlotMissing) {
+			t.Fatalf("Run after the slot was replaced = %v, want ErrSlotReplaced or ErrSlotMissing", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the stream went on with a replaced slot")
+	}
 }
