@@ -34,13 +34,18 @@ import (
 // e2eSchema is created on the master and on the slave: a delete model
 // (unit), a denormalize model (outcome), user tables pointing at unit with
 // CASCADE (report) and PROTECT (keeper), and a log of unit deletes filled by
-// a trigger, which shows that no delete is applied twice.
+// a trigger, which shows that no delete is applied twice; a synced child of
+// unit (marker, CASCADE), a system table for bulk loads and a delete model
+// that the ordering tests publish late.
 const e2eSchema = `
 CREATE TABLE unit (id int PRIMARY KEY, name text);
 CREATE TABLE outcome (id int PRIMARY KEY, name text);
 CREATE TABLE report (id serial PRIMARY KEY, unit_id int NOT NULL REFERENCES unit DEFERRABLE INITIALLY DEFERRED);
 CREATE TABLE keeper (id serial PRIMARY KEY, unit_id int NOT NULL REFERENCES unit DEFERRABLE INITIALLY DEFERRED);
 CREATE TABLE deleted_log (unit_id int NOT NULL);
+CREATE TABLE marker (id int PRIMARY KEY, unit_id int NOT NULL REFERENCES unit DEFERRABLE INITIALLY DEFERRED, note text);
+CREATE TABLE bulk (id int PRIMARY KEY, payload text);
+CREATE TABLE late (id int PRIMARY KEY, payload text);
 CREATE FUNCTION log_unit_delete() RETURNS trigger LANGUAGE plpgsql AS
   $$BEGIN INSERT INTO deleted_log VALUES (OLD.id); RETURN OLD; END$$;
 CREATE TRIGGER unit_deleted AFTER DELETE ON unit FOR EACH ROW EXECUTE FUNCTION log_unit_delete();
@@ -53,8 +58,12 @@ var e2eSpec = registry.Spec{
 	Models: []registry.ModelSpec{
 		{Table: tn("unit"), Kind: registry.KindDelete},
 		{Table: tn("outcome"), Kind: registry.KindDenormalize},
+		{Table: tn("marker"), Kind: registry.KindDelete},
+		{Table: tn("bulk"), Kind: registry.KindSystem},
+		{Table: tn("late"), Kind: registry.KindDelete},
 	},
 	Relations: []registry.RelationSpec{
+		{From: tn("marker"), Column: "unit_id", OnDelete: registry.OnDelete{Rule: registry.Cascade}},
 		{From: tn("report"), Column: "unit_id", OnDelete: registry.OnDelete{Rule: registry.Cascade}},
 		{From: tn("keeper"), Column: "unit_id", OnDelete: registry.OnDelete{Rule: registry.Protect}},
 	},

@@ -619,7 +619,9 @@ func TestStreamNeverCreatesOrReplacesASlot(t *testing.T) {
 	go func() { done <- s.Run(ctx) }()
 	conn := connect(t, f.db.DSN)
 	pgtest.Exec(t, f.db.DSN, ins(1, 1, 1))
-	waitFor(t, "the stream to report a position", func() bool { return s.Stats().SentFlush != 0 && s.Stats().Flush == s.Stats().SentFlush && s.Stats().Transactions == 1 })
+	waitFor(t, "the stream to report a position", func() bool {
+		return s.Stats().SentFlush != 0 && s.Stats().Flush == s.Stats().SentFlush && s.Stats().Transactions == 1
+	})
 	// Drop the slot under the stream (terminating its walsender) and create
 	// it again after a transaction that no stream will ever carry.
 	// The stream reconnects at once, so terminate and drop until the drop
