@@ -74,7 +74,7 @@ func ConvertLegacy(ctx context.Context, db DB, names Names, conninfo string) ([]
 		if err != nil {
 			return nil, err
 		}
-		if err := c.fill(ctx, upto, legacyQ.origin); err != nil {
+		if err := c.fill(ctx, upto, c.queue.origin); err != nil {
 			return nil, err
 		}
 		m = []string{"", upto.String(), "", "done"}
@@ -86,7 +86,12 @@ func ConvertLegacy(ctx context.Context, db DB, names Names, conninfo string) ([]
 			return nil, err
 		}
 	}
-	return c.swap(ctx, dataName, decoder.LSN(upto))
+	var out []SubscriptionResult
+	if c.filled > 0 {
+		out = append(out, SubscriptionResult{c.queue.name, fmt.Sprintf("queue rows of %d master transaction(s) between the two subscriptions' positions copied from slot %s", c.filled, c.queue.slot)})
+	}
+	more, err := c.swap(ctx, dataName, decoder.LSN(upto))
+	return append(out, more...), err
 }
 
 // refuseLegacy returns ErrLegacyLayout, with what to do, when the slave
@@ -153,6 +158,7 @@ type converter struct {
 	conninfo string
 	target   SubscriptionSpec
 	queue    legacySub
+	filled   int // master transactions whose queue rows fill copied
 }
 
 // exec runs a statement, naming it in the error.
@@ -411,6 +417,7 @@ func (c *converter) fill(ctx context.Context, upto, after decoder.LSN) error {
 			if err := c.insert(ctx, txn, upto, m.EndLSN); err != nil {
 				return err
 			}
+			c.filled++
 		}
 	}
 	if err := rows.Err(); err != nil {

@@ -1,0 +1,194 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgoutpost/pgoutpost/internal/pgtest"
+)
+
+// legacyNames is the earlier two-subscription layout of p's names: a data
+// subscription and a queue subscription apart from it.
+func legacyNames(n Names) Names {
+	l := n
+	l.Legacy = LegacyNames{}
+	l.Subs = []SubscriptionSpec{
+		{Name: n.Legacy.Data, Publications: []string{n.System.Name, n.Delete.Name}},
+		{Name: n.Legacy.Queue, Publications: []string{n.Queue.Name}, NoCopy: []string{n.Queue.Name}, SynchronousCommit: true},
+	}
+	return l
+}
+
+// queueReader stands in for the sidecar: it takes the rows out of the
+// slave's delete queue as they arrive and counts how often it saw each id.
+type queueReader struct {
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+func (r *queueReader) run(ctx context.Context, pool *pgxpool.Pool) {
+	for ctx.Err() == nil {
+		rows, err := pool.Query(ctx, "DELETE FROM pgoutpost.delete_queue RETURNING id::text")
+		if err == nil {
+			for rows.Next() {
+				var id string
+				if rows.Scan(&id) == nil {
+					r.mu.Lock()
+					r.seen[id]++
+					r.mu.Unlock()
+				}
+			}
+			rows.Close()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestConvertLegacyLayout converts a slave whose queue subscription ran
+// ahead of its blocked data subscription, then fell behind it, while the
+// master deletes rows throughout and a reader takes the queue rows as the
+// sidecar would: every master queue row reaches the reader exactly once,
+// the data is the master's, and one subscription is left.
+func TestConvertLegacyLayout(t *testing.T) {
+	reg := testRegistry(nil)
+	p := newPair(t, reg)
+	p.publish(t, reg)
+	old := legacyNames(p.names)
+	ctx := ctxT(t, 4*time.Minute)
+	if _, err := CreateSubscriptions(ctx, p.spool, old, p.master.ConnInfo()); err != nil {
+		t.Fatal(err)
+	}
+	if err := WaitReady(ctx, p.spool, old, ioDiscard{}, 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CreateSubscriptions(ctx, p.spool, p.names, p.master.ConnInfo()); !errors.Is(err, ErrLegacyLayout) {
+		t.Fatalf("create on the legacy layout = %v, want ErrLegacyLayout", err)
+	}
+
+	reader := &queueReader{seen: map[string]int{}}
+	rctx, stopReader := context.WithCancel(ctx)
+	readerDone := make(chan struct{})
+	go func() { defer close(readerDone); reader.run(rctx, p.spool) }()
+	defer func() { stopReader(); <-readerDone }()
+
+	// The master writes throughout: a cat change and a unit created and
+	// deleted in each transaction.
+	wctx, stopWriter := context.WithCancel(ctx)
+	writerDone := make(chan int)
+	pgtest.Exec(t, p.master.DSN, "INSERT INTO cat VALUES (1, 'c0')")
+	go func() {
+		n := 0
+		defer func() { writerDone <- n }()
+		for wctx.Err() == nil {
+			n++
+			_, err := p.mpool.Exec(wctx, fmt.Sprintf("UPDATE cat SET name = 'c%d' WHERE id = 1; INSERT INTO unit VALUES (%d, 1, 'u'); DELETE FROM unit WHERE id = %d", n, n, n))
+			if err != nil && wctx.Err() == nil {
+				t.Errorf("writer: %v", err)
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+
+	// The queue subscription runs ahead: the data one stops on a column the
+	// slave lacks.
+	pgtest.Exec(t, p.master.DSN, "ALTER TABLE cat ADD COLUMN extra text")
+	eventually(t, "the data subscription to fail", func(ctx context.Context) (bool, error) {
+		var n int64
+		err := p.spool.QueryRow(ctx, "SELECT coalesce(sum(apply_error_count), 0) FROM pg_stat_subscription_stats WHERE subname = $1", old.Subs[0].Name).Scan(&n)
+		return n > 0, err
+	})
+	time.Sleep(time.Second)
+	pgtest.Exec(t, p.slave.DSN, "ALTER TABLE cat ADD COLUMN extra text")
+	// Then it falls behind: the queue subscription is stopped for a while.
+	pgtest.Exec(t, p.slave.DSN, "ALTER SUBSCRIPTION "+ident(old.Subs[1].Name)+" DISABLE")
+	time.Sleep(time.Second)
+
+	res, err := UpdateSubscriptions(ctx, p.spool, p.names, p.master.ConnInfo())
+	if err != nil {
+		t.Fatalf("convert: %v (results %+v)", err, res)
+	}
+	t.Logf("conversion: %+v", res)
+	if len(res) == 0 || !strings.HasPrefix(res[0].Action, "queue rows of ") {
+		t.Errorf("the conversion copied no queue rows between the positions: the test did not make a gap")
+	}
+	time.Sleep(time.Second) // the writer goes on after the conversion
+	stopWriter()
+	writes := <-writerDone
+	if writes < 20 {
+		t.Fatalf("the writer made only %d transactions", writes)
+	}
+
+	// Everything the master queued reaches the reader exactly once.
+	var masterIDs []string
+	eventually(t, "every master queue row read on the slave", func(ctx context.Context) (bool, error) {
+		rows, err := p.mpool.Query(ctx, "SELECT id::text FROM pgoutpost.delete_queue")
+		if err != nil {
+			return false, err
+		}
+		masterIDs = masterIDs[:0]
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return false, err
+			}
+			masterIDs = append(masterIDs, id)
+		}
+		reader.mu.Lock()
+		defer reader.mu.Unlock()
+		for _, id := range masterIDs {
+			if reader.seen[id] == 0 {
+				return false, rows.Err()
+			}
+		}
+		return true, rows.Err()
+	})
+	reader.mu.Lock()
+	dup := 0
+	for _, n := range reader.seen {
+		if n > 1 {
+			dup++
+		}
+	}
+	if dup > 0 || len(reader.seen) != len(masterIDs) {
+		t.Errorf("queue rows: master %d, read on the slave %d, read twice %d", len(masterIDs), len(reader.seen), dup)
+	}
+	reader.mu.Unlock()
+	waitValue(t, p.spool, fmt.Sprintf("c%d", writes), "SELECT name FROM cat WHERE id = 1")
+
+	// One subscription, enabled, on the data subscription's slot; the
+	// legacy ones and the queue slot are gone.
+	var subs []string
+	rows, err := p.spool.Query(ctx, "SELECT subname || ':' || subenabled || ':' || subslotname FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, s)
+	}
+	if want := p.names.Subs[0].Name + ":true:" + old.Subs[0].Name; len(subs) != 1 || subs[0] != want {
+		t.Errorf("subscriptions %v, want [%s]", subs, want)
+	}
+	if rowExists(t, p.mpool, "SELECT FROM pg_replication_slots WHERE slot_name = $1", old.Subs[1].Name) {
+		t.Errorf("the legacy queue slot is left on the master")
+	}
+	// A second update is a plain refresh.
+	if res, err := UpdateSubscriptions(ctx, p.spool, p.names, p.master.ConnInfo()); err != nil || countAction(res, "refreshed") != 1 {
+		t.Errorf("update after the conversion: %+v, %v", res, err)
+	}
+}
+
+type ioDiscard struct{}
+
+func (ioDiscard) Write(b []byte) (int, error) { return len(b), nil }
