@@ -252,7 +252,7 @@ func (d *demo) setupSlave(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.say("initial copy done; the queue subscription copies no history (its queue stays empty)")
+	d.say("initial copy done; one subscription carries data and queue in master commit order, and the queue tables joined it without a copy (no history)")
 	d.detail("slave: %s", counts)
 	return nil
 }

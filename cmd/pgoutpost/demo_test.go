@@ -35,7 +35,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("pgoutpost demo exited %d", code)
 	}
 	want := []string{
-		"subscription pgoutpost_staging_data: created",
+		"subscription pgoutpost_staging: created",
 		"all 6 tables ready",
 		"slave: shop_category=2 shop_unit=3 shop_marker=5 shop_outcome=3 pgoutpost.denormalize_queue=0",
 		"slave: app_report=5 app_note=5",
@@ -79,7 +79,7 @@ func TestDemo(t *testing.T) {
 // while the sidecar and the consumer run, and while NATS is down.
 func TestDemoInterrupted(t *testing.T) {
 	for _, c := range []struct{ name, marker string }{
-		{"setup", "subscription pgoutpost_staging_queue: created"},
+		{"setup", "subscription pgoutpost_staging: created"},
 		{"sidecar", "DENORMALIZE: renaming outcome 1"},
 		{"nats down", "while NATS is down"},
 	} {

@@ -50,6 +50,9 @@ var contractMetrics = []string{
 	"pgoutpost_nats_connected",
 	"pgoutpost_reconnects_total",
 	"pgoutpost_ready",
+	"pgoutpost_queue_lag_seconds",
+	"pgoutpost_queue_swept_entries_total",
+	"pgoutpost_slot_recoveries_total",
 }
 
 // The parts of Kubernetes objects the checks read; yaml.v3 ignores the rest.
