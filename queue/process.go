@@ -24,8 +24,8 @@ const (
 	QueueDelete      = "delete"
 	QueueDenormalize = "denormalize"
 	// The queues of django-logical-replication (ProcessorOptions.SeedQueues).
-	QueueSeedDelete      = "logical_replication_deletequeue"
-	QueueSeedDenormalize = "logical_replication_denormalizequeue"
+	QueueSeedDelete      = "logical_replication_deletequeue"      // registry.SeedDeleteQueue's name
+	QueueSeedDenormalize = "logical_replication_denormalizequeue" // registry.SeedDenormalizeQueue's name
 )
 
 // Results of an entry, as Observer.EntryDone reports them.

@@ -26,8 +26,8 @@ import (
 // cron, entries are taken oldest first and a failing one goes to dead_letter
 // with its reason instead of being retried forever.
 var (
-	SeedDeleteQueue      = registry.TableName{Schema: "public", Name: QueueSeedDelete}
-	SeedDenormalizeQueue = registry.TableName{Schema: "public", Name: QueueSeedDenormalize}
+	SeedDeleteQueue      = registry.SeedDeleteQueue
+	SeedDenormalizeQueue = registry.SeedDenormalizeQueue
 )
 
 // Ops of seed entries.

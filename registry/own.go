@@ -19,6 +19,13 @@ var (
 	DeadLetter       = TableName{Schema: QueueSchema, Name: "dead_letter"}
 )
 
+// The queue tables of django-logical-replication, which pgoutpost can process
+// and keep published while a deployment switches over from it.
+var (
+	SeedDeleteQueue      = TableName{Schema: "public", Name: "logical_replication_deletequeue"}
+	SeedDenormalizeQueue = TableName{Schema: "public", Name: "logical_replication_denormalizequeue"}
+)
+
 // CascadeSetting is the session setting that, set to on for one transaction
 // (set_config(…, 'on', true), i.e. SET LOCAL), marks the transaction as
 // pgoutpost's own cascade: the slave write guard lets it write to the tables

@@ -263,3 +263,22 @@ func TestFilterThatBreaksUpdates(t *testing.T) {
 		t.Errorf("plan with REPLICA IDENTITY FULL: %v", err)
 	}
 }
+
+// TestStatusNamesAMissingPublication: a slave's status names a publication
+// the master lacks as such, instead of leaving the apply errors unexplained.
+func TestStatusNamesAMissingPublication(t *testing.T) {
+	reg := testRegistry(nil)
+	p := newPair(t, reg)
+	p.publish(t, reg)
+	p.subscribe(t)
+	pgtest.Exec(t, p.master.DSN, "DROP PUBLICATION "+ident(p.names.Queue.Name))
+	checks := slaveChecks
+	checks.MasterConnInfo = func(context.Context) (string, error) { return p.master.ConnInfo(), nil }
+	s, err := Status(ctx(t), p.spool, "slave", p.names, checks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "the master has no publication: " + p.names.Queue.Name; !strings.Contains(strings.Join(s.Problems, "\n"), want) {
+		t.Errorf("problems lack %q:\n%s", want, strings.Join(s.Problems, "\n"))
+	}
+}

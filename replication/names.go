@@ -55,6 +55,14 @@ type Names struct {
 	System, Delete, Queue PublicationSpec
 	// Subs are the subscriptions; the one that carries the queue is last.
 	Subs []SubscriptionSpec
+	// SeedQueues keeps django-logical-replication's queue tables published
+	// (queue.seed_queues): in s_upsert_pub with the seed's names, where the
+	// seed put them, so that they stay in the subscription that already
+	// knows them; else in the queue publication, without a copy. While a
+	// master switches over from the seed, its signals and pgoutpost's
+	// triggers may both write entries: the slaves must keep receiving the
+	// seed's until the last one is processed.
+	SeedQueues bool
 	// Legacy are the subscriptions of the two-subscription layout of
 	// earlier versions (one for data, one for the queue), which
 	// `subscription update` converts; empty with the seed's names, whose

@@ -136,7 +136,11 @@ func desired(reg *registry.Registry, names Names, queueTables []registry.TableNa
 		}
 	}
 	for _, q := range queueTables {
-		out[names.Queue.Name] = append(out[names.Queue.Name], &registry.Table{Name: q})
+		pub := names.Queue.Name
+		if (q == registry.SeedDeleteQueue || q == registry.SeedDenormalizeQueue) && names.Legacy.Data == "" {
+			pub = names.Delete.Name // the seed's names: where the seed published them
+		}
+		out[pub] = append(out[pub], &registry.Table{Name: q})
 	}
 	return out
 }
@@ -163,16 +167,22 @@ func PlanPublications(ctx context.Context, db DB, reg *registry.Registry, names 
 		plan.UserTables = append(plan.UserTables, t.Name)
 	}
 	queues := []registry.TableName{registry.DeleteQueue, registry.DenormalizeQueue}
+	if names.SeedQueues {
+		queues = append(queues, registry.SeedDeleteQueue, registry.SeedDenormalizeQueue)
+	}
 	exists, err := existingTables(ctx, db, queues)
 	if err != nil {
 		return nil, err
 	}
 	var present []registry.TableName
 	for _, q := range queues {
-		if exists[q] {
+		switch {
+		case exists[q]:
 			present = append(present, q)
-		} else {
+		case q.Schema == registry.QueueSchema:
 			plan.Notes = append(plan.Notes, fmt.Sprintf("queue table %s does not exist: run `pgoutpost queue install` on the master, then `publication update` again", q))
+		default:
+			plan.Notes = append(plan.Notes, fmt.Sprintf("queue.seed_queues is on but the seed's queue table %s does not exist on the master", q))
 		}
 	}
 	want := desired(reg, names, present)

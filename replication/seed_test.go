@@ -135,3 +135,49 @@ func TestQueueSubscriptionCommitsSynchronously(t *testing.T) {
 		t.Errorf("after update: %s synchronous_commit = %s, want on", queueSub, sc)
 	}
 }
+
+// TestSeedQueuesStayPublished: while queue.seed_queues is on, publication
+// update keeps django-logical-replication's queue tables where the seed
+// published them (its upsert publication, which the slaves' upsert
+// subscription already knows), so that entries its signals still write during
+// a switchover reach the slaves; turned off, they are dropped.
+func TestSeedQueuesStayPublished(t *testing.T) {
+	reg := testRegistry(nil)
+	p := newPair(t, reg)
+	slug := "seedq_" + p.slave.Name
+	var err error
+	if p.names, err = NewNames("", slug, "qa"); err != nil {
+		t.Fatal(err)
+	}
+	seedDDL := `CREATE TABLE logical_replication_deletequeue (id uuid PRIMARY KEY, object_pk text, content_type_id int, created_at timestamptz);
+CREATE TABLE logical_replication_denormalizequeue (id uuid PRIMARY KEY, object_pk text, content_type_id int, created_at timestamptz);`
+	pgtest.Exec(t, p.master.DSN, seedDDL)
+	p.publish(t, reg)
+	pgtest.Exec(t, p.master.DSN, "ALTER PUBLICATION "+ident(p.names.Delete.Name)+" ADD TABLE logical_replication_deletequeue, logical_replication_denormalizequeue")
+	seedChanges := func(plan *Plan) []string {
+		var out []string
+		for _, c := range plan.Changes {
+			for _, m := range []Member{c.From, c.To} {
+				if strings.HasPrefix(m.Table.Name, "logical_replication_") {
+					out = append(out, c.String())
+				}
+			}
+		}
+		return out
+	}
+	p.names.SeedQueues = true
+	plan, err := PlanPublications(ctx(t), p.mpool, reg, p.names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := seedChanges(plan); len(c) != 0 {
+		t.Errorf("with seed_queues on, the plan changes the seed's queue tables: %v", c)
+	}
+	p.names.SeedQueues = false
+	if plan, err = PlanPublications(ctx(t), p.mpool, reg, p.names); err != nil {
+		t.Fatal(err)
+	}
+	if c := seedChanges(plan); len(c) != 2 {
+		t.Errorf("with seed_queues off, want the seed's two queue tables dropped, got %v", c)
+	}
+}

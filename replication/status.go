@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -92,6 +93,10 @@ type SlaveChecks struct {
 	// install` creates and the slave lacks (queue.MissingIndexes); each is a
 	// problem.
 	MissingIndexes func(ctx context.Context, db DB) ([]string, error)
+	// MasterConnInfo returns the master's conninfo (from master: in the
+	// configuration), so that a subscription to a publication the master
+	// lacks is named as such; nil or "" skips the check.
+	MasterConnInfo func(ctx context.Context) (string, error)
 }
 
 // Status reads the replication status of the database db is connected to,
@@ -104,6 +109,7 @@ func Status(ctx context.Context, db DB, role string, names Names, checks SlaveCh
 		return nil, fmt.Errorf("read status: %w", err)
 	}
 	steps := []func(context.Context, DB) error{r.readSettings, r.readSlots,
+		func(ctx context.Context, db DB) error { return r.checkMasterPublications(ctx, names, checks) },
 		func(ctx context.Context, db DB) error { return r.readQueues(ctx, db, checks) }}
 	if role == "master" {
 		steps = append(steps, func(ctx context.Context, db DB) error { return r.readPublications(ctx, db, names) })
@@ -116,6 +122,31 @@ func Status(ctx context.Context, db DB, role string, names Names, checks SlaveCh
 		}
 	}
 	return r, nil
+}
+
+// checkMasterPublications names, on a slave, each publication its
+// subscriptions carry that the master does not have: their apply worker
+// fails on it over and over, and nothing else says why.
+func (r *Report) checkMasterPublications(ctx context.Context, names Names, checks SlaveChecks) error {
+	if r.Role == "master" || checks.MasterConnInfo == nil {
+		return nil
+	}
+	conninfo, err := checks.MasterConnInfo(ctx)
+	if err != nil || conninfo == "" {
+		return nil
+	}
+	var pubs []string
+	for _, s := range names.Subscriptions() {
+		pubs = append(pubs, s.Publications...)
+	}
+	_, err = readMasterPublications(ctx, conninfo, pubs)
+	switch {
+	case errors.Is(err, ErrMissingPublication):
+		r.problem("%v", err)
+	case err != nil:
+		r.problem("cannot check the master's publications: %v", err)
+	}
+	return nil
 }
 
 func (r *Report) problem(format string, args ...any) {
@@ -218,7 +249,17 @@ func (r *Report) readQueues(ctx context.Context, db DB, checks SlaveChecks) erro
 	for _, t := range []struct {
 		name  string
 		table string
-	}{{registry.DeleteQueue.String(), registry.DeleteQueue.Sanitize()}, {registry.DenormalizeQueue.String(), registry.DenormalizeQueue.Sanitize()}} {
+	}{{registry.DeleteQueue.String(), registry.DeleteQueue.Sanitize()}, {registry.DenormalizeQueue.String(), registry.DenormalizeQueue.Sanitize()},
+		{registry.SeedDeleteQueue.String(), registry.SeedDeleteQueue.Sanitize()}, {registry.SeedDenormalizeQueue.String(), registry.SeedDenormalizeQueue.Sanitize()}} {
+		if t.name == registry.SeedDeleteQueue.String() || t.name == registry.SeedDenormalizeQueue.String() {
+			var exists bool
+			if err := db.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", t.table).Scan(&exists); err != nil {
+				return fmt.Errorf("read queues: %w", err)
+			}
+			if !exists { // no django-logical-replication here
+				continue
+			}
+		}
 		var n int64
 		if err := db.QueryRow(ctx, "SELECT count(*) FROM "+t.table).Scan(&n); err != nil {
 			return fmt.Errorf("count %s: %w", t.name, err)
@@ -332,7 +373,7 @@ func (r *Report) readSubscriptions(ctx context.Context, db DB, names Names) erro
 			r.problem("subscription %s has no running apply worker: it cannot reach the master or keeps failing; see the slave's server log", spec.Name)
 		}
 		if s.ApplyErrors > 0 {
-			r.problem("subscription %s: %d apply error(s) since statistics were reset (a duplicate key from a write on the slave is the usual cause); see the slave's server log", spec.Name, s.ApplyErrors)
+			r.problem("subscription %s: %d apply error(s) since statistics were reset (a duplicate key from a write on the slave, a column the slave lacks or a publication the master lacks are the usual causes); see the slave's server log", spec.Name, s.ApplyErrors)
 		}
 		r.Subscriptions = append(r.Subscriptions, s)
 	}

@@ -50,6 +50,7 @@ func openRepl(ctx context.Context, e *env, g *globalFlags, cmd string, want conf
 	if err != nil {
 		return nil, &replConfigError{err.Error()}
 	}
+	names.SeedQueues = cfg.Queue.SeedQueues
 	dsn, err := cfg.Database.Resolve()
 	if err != nil {
 		return nil, &replConfigError{fmt.Sprintf("database: %v", err)}

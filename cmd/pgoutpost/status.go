@@ -33,7 +33,17 @@ and anything queue install would fix.`, &g)
 		return err
 	}
 	defer s.close()
-	report, err := replication.Status(ctx, s.conn, string(s.cfg.Role), s.names, slaveChecks)
+	checks := slaveChecks
+	if !s.cfg.Master.IsZero() {
+		checks.MasterConnInfo = func(ctx context.Context) (string, error) {
+			src, err := (&masterFlags{}).source(s.cfg)
+			if err != nil {
+				return "", err
+			}
+			return src.Resolve(ctx)
+		}
+	}
+	report, err := replication.Status(ctx, s.conn, string(s.cfg.Role), s.names, checks)
 	if err != nil {
 		return err
 	}
