@@ -101,6 +101,10 @@ type Sidecar struct {
 	MaxLag        time.Duration `yaml:"max_lag"`
 	Heartbeat     time.Duration `yaml:"heartbeat"`
 	SpillBytes    int64         `yaml:"spill_bytes"`
+	// SweepInterval is the period of the sweep that processes queue entries
+	// the stream missed; zero takes the sidecar's default
+	// (sidecar.DefaultSweepInterval, 30s).
+	SweepInterval time.Duration `yaml:"sweep_interval"`
 }
 
 // NATS configures the JetStream sink of denormalize events.

@@ -176,6 +176,7 @@ func (v *validation) top() {
 		{"sidecar.max_lag", s.MaxLag > 0, positive},
 		{"sidecar.heartbeat", s.Heartbeat > 0, positive},
 		{"sidecar.spill_bytes", s.SpillBytes > 0, positive},
+		{"sidecar.sweep_interval", s.SweepInterval >= 0, notNegative},
 		{"nats.duplicate_window", c.NATS.DuplicateWindow > 0, positive},
 		{"nats.max_in_flight", c.NATS.MaxInFlight > 0, positive},
 		{"queue.batch_size", c.Queue.BatchSize > 0, positive},

@@ -135,6 +135,7 @@ grace period.`, &g)
 		MaxLag:         cfg.Sidecar.MaxLag,
 		Heartbeat:      cfg.Sidecar.Heartbeat,
 		SpillBytes:     int(cfg.Sidecar.SpillBytes),
+		SweepInterval:  cfg.Sidecar.SweepInterval,
 		BatchSize:      cfg.Queue.BatchSize,
 	})
 	if err != nil {
