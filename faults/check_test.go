@@ -78,6 +78,18 @@ func (r *result) run(ctx context.Context, master, slave *pgxpool.Pool, m *model,
 			r.problem("%s differ from the expected: %s", c.what, d)
 		}
 	}
+	// The bulk loads, applied whole.
+	var mb, sb int64
+	if err := master.QueryRow(ctx, "SELECT count(*) FROM shop_bulk").Scan(&mb); err != nil {
+		return fmt.Errorf("count the master's bulk rows: %w", err)
+	}
+	if err := slave.QueryRow(ctx, "SELECT count(*) FROM shop_bulk").Scan(&sb); err != nil {
+		return fmt.Errorf("count the slave's bulk rows: %w", err)
+	}
+	if mb != sb {
+		r.problem("the slave holds %d bulk rows, the master %d", sb, mb)
+	}
+
 	// The outcomes' contents as the subscription copies them.
 	const outcomes = "SELECT id || ':' || name || ':' || score FROM shop_outcome ORDER BY id"
 	mo, err := strs(master, outcomes)

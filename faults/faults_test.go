@@ -41,7 +41,7 @@ var (
 // fault is one scheduled fault, at an offset from the workload's start.
 type fault struct {
 	at   time.Duration
-	kind string // "kill", "slave restart", "nats stop"
+	kind string // "kill", "slave restart", "nats stop", "bulk load", "apply error", "slot drop"
 }
 
 func schedule(rng *rand.Rand, d time.Duration, kills int) []fault {
@@ -50,7 +50,8 @@ func schedule(rng *rand.Rand, d time.Duration, kills int) []fault {
 	for range kills {
 		fs = append(fs, fault{at(), "kill"})
 	}
-	fs = append(fs, fault{at(), "slave restart"}, fault{at(), "nats stop"})
+	fs = append(fs, fault{at(), "slave restart"}, fault{at(), "nats stop"},
+		fault{at(), "bulk load"}, fault{at(), "bulk load"}, fault{at(), "apply error"}, fault{at(), "slot drop"})
 	slices.SortFunc(fs, func(a, b fault) int { return cmp.Compare(a.at, b.at) })
 	return fs
 }
@@ -104,7 +105,7 @@ func TestFaults(t *testing.T) {
 	}
 	start := time.Now()
 	var workErr, faultErr error
-	var slaveHangs int
+	var slaveHangs, bulks int
 	var workDone time.Duration
 	var fwg sync.WaitGroup
 	fwg.Go(func() {
@@ -152,6 +153,29 @@ func TestFaults(t *testing.T) {
 				time.Sleep(2*time.Second + pauses[i])
 				if err := e.nats.Restart(); err != nil {
 					faultErr = fmt.Errorf("restart nats: %w", err)
+					return
+				}
+			case "bulk load":
+				// A big master transaction keeps the slave's apply busy: the
+				// entries behind it wait for it, in order.
+				bulks++
+				if _, err := mpool.Exec(ctx, "INSERT INTO shop_bulk SELECT g, repeat('x', 40) FROM generate_series($1::bigint, $1::bigint + $2 - 1) g",
+					int64(bulks)*10_000_000, bulkRows); err != nil {
+					faultErr = fmt.Errorf("bulk load: %w", err)
+					return
+				}
+			case "apply error":
+				// The master migrates first (the documented deploy order):
+				// the slave's apply stops on the new column, with the
+				// entries behind it, until the slave migrates too.
+				if err := applyError(ctx, e, 3*time.Second+pauses[i]); err != nil {
+					faultErr = fmt.Errorf("apply error: %w", err)
+					return
+				}
+			case "slot drop":
+				readyBefore(sc, e.listen)
+				if err := dropSidecarSlot(ctx, e.slave.DSN); err != nil {
+					faultErr = fmt.Errorf("drop the sidecar's slot: %w", err)
 					return
 				}
 			}
@@ -204,13 +228,57 @@ func TestFaults(t *testing.T) {
 	got.mu.Lock()
 	handled, redeliveries := got.handled, got.redeliveries
 	got.mu.Unlock()
-	t.Logf("FIGURES seed=%d changes=%d transactions=%d kills=%d(+%d to unblock the slave's shutdown) sidecar_starts=%d slave_restarts=1 slave_shutdown_hangs=%d nats_stops=1 "+
+	t.Logf("FIGURES seed=%d changes=%d transactions=%d kills=%d(+%d to unblock the slave's shutdown) sidecar_starts=%d slave_restarts=1 slave_shutdown_hangs=%d nats_stops=1 bulk_loads=%d apply_errors=1 slot_drops=1 "+
 		"deletes_expected=%d deletes_applied=%d events_expected=%d events_received=%d stream_messages=%d "+
 		"handled=%d redeliveries=%d dead_letters=%d(planted %d) lost=%d duplicated=%d unexpected_exits=%d "+
 		"starts_with_waiting_entries=%d entries_drained_at_start=%d workload=%.1fs drain=%.1fs total=%.1fs",
-		seed, m.changes, m.txs, sc.kills-slaveHangs, slaveHangs, sc.starts, slaveHangs, r.deletesExpected, r.deletesApplied, r.eventsExpected, r.eventsReceived,
+		seed, m.changes, m.txs, sc.kills-slaveHangs, slaveHangs, sc.starts, slaveHangs, bulks, r.deletesExpected, r.deletesApplied, r.eventsExpected, r.eventsReceived,
 		r.streamMsgs, handled, redeliveries, r.deadLetters, len(m.planted()), r.lost, r.duplicated, len(sc.unexpected),
 		restartsWithWork, redrained, workDone.Seconds(), drained.Seconds(), time.Since(start).Seconds())
+}
+
+// bulkRows is the size of one bulk load.
+const bulkRows = 200000
+
+// applyError adds a column to shop_outcome on the master, which the slave's
+// apply worker then fails on at the master's next change of an outcome, holds
+// it so for hold, and adds the column on the slave.
+func applyError(ctx context.Context, e *env, hold time.Duration) error {
+	conn, err := pgx.Connect(ctx, e.master.DSN)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "ALTER TABLE shop_outcome ADD COLUMN fault_note text"); err != nil {
+		return err
+	}
+	time.Sleep(hold)
+	sconn, err := pgx.Connect(ctx, e.slave.DSN)
+	if err != nil {
+		return err
+	}
+	defer sconn.Close(ctx)
+	_, err = sconn.Exec(ctx, "ALTER TABLE shop_outcome ADD COLUMN fault_note text")
+	return err
+}
+
+// dropSidecarSlot terminates the walsender of the sidecar's slot on the
+// slave and drops the slot, retrying while the sidecar reconnects.
+func dropSidecarSlot(ctx context.Context, dsn string) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, _ = conn.Exec(ctx, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'pgoutpost_sidecar' AND active_pid IS NOT NULL")
+		_, err := conn.Exec(ctx, "SELECT pg_drop_replication_slot('pgoutpost_sidecar')")
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // restartSlave restarts the slave cluster with a fast shutdown, as an

@@ -21,8 +21,8 @@ import (
 	"github.com/pgoutpost/pgoutpost/internal/pgtest"
 )
 
-// schema is created on the master and on the slave: a system model
-// (category), two delete models (unit, and marker which belongs to a unit), a
+// schema is created on the master and on the slave: system models
+// (category, and bulk for the bulk loads), two delete models (unit, and marker which belongs to a unit), a
 // denormalize model (outcome) and the slave's user tables. Foreign keys are
 // made as Django's migrate makes them (deferred, no ON DELETE action); the
 // rules live in the configuration.
@@ -36,6 +36,7 @@ CREATE TABLE shop_marker (
     unit_id bigint NOT NULL REFERENCES shop_unit DEFERRABLE INITIALLY DEFERRED,
     name text NOT NULL);
 CREATE TABLE shop_outcome (id bigint PRIMARY KEY, name text NOT NULL, score integer NOT NULL DEFAULT 0);
+CREATE TABLE shop_bulk (id bigint PRIMARY KEY, payload text NOT NULL);
 CREATE TABLE app_report (
     id bigint PRIMARY KEY,
     unit_id bigint NOT NULL REFERENCES shop_unit DEFERRABLE INITIALLY DEFERRED,
@@ -100,6 +101,8 @@ models:
     kind: delete
   - name: public.shop_outcome
     kind: denormalize
+  - name: public.shop_bulk
+    kind: system
 relations:
   shop_unit.category_id: PROTECT
   shop_marker.unit_id: CASCADE
