@@ -288,6 +288,9 @@ func UpdateSubscriptions(ctx context.Context, db DB, names Names, conninfo strin
 		}
 		copyOpt := " WITH (copy_data = " + fmt.Sprint(copyData) + ")"
 		if !samePublications(cur.publications, s.Publications) {
+			if err := waitPastNow(ctx, db, s.Name, conninfo); err != nil {
+				return out, err
+			}
 			// SET PUBLICATION refreshes too.
 			if _, err := db.Exec(ctx, "ALTER SUBSCRIPTION "+ident(s.Name)+" SET PUBLICATION "+publicationList(s.Publications)+copyOpt); err != nil {
 				return out, fmt.Errorf("set publication of subscription %s: %w", s.Name, scrubError(err, conninfo))
@@ -301,6 +304,44 @@ func UpdateSubscriptions(ctx context.Context, db DB, names Names, conninfo strin
 		out = append(out, SubscriptionResult{s.Name, "refreshed"})
 	}
 	return out, nil
+}
+
+// waitPastNow waits until subscription sub's slot on the master has
+// confirmed the master's current WAL position, before publications are added
+// to it. The master's walsender decodes with the catalog as it was when each
+// change was written: restarted at a position from before a publication was
+// created, it fails on "publication does not exist" for good. Past the
+// present, every publication that exists now existed.
+func waitPastNow(ctx context.Context, db DB, sub, conninfo string) error {
+	var slot *string
+	if err := db.QueryRow(ctx, `SELECT subslotname FROM pg_catalog.pg_subscription
+		WHERE subname = $1 AND subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())`, sub).Scan(&slot); err != nil {
+		return fmt.Errorf("read the slot of subscription %s: %w", sub, err)
+	}
+	if slot == nil {
+		return nil
+	}
+	master, err := pgx.Connect(ctx, conninfo)
+	if err != nil {
+		return fmt.Errorf("could not connect to the master (%s): %w", connstr.Redact(conninfo), scrubError(err, conninfo))
+	}
+	defer master.Close(context.WithoutCancel(ctx))
+	var now string
+	if err := master.QueryRow(ctx, "SELECT pg_catalog.pg_current_wal_lsn()::text").Scan(&now); err != nil {
+		return fmt.Errorf("read the master's WAL position: %w", err)
+	}
+	err = poll(ctx, "subscription "+sub+" to reach the master's position "+now, func(ctx context.Context) (bool, error) {
+		var past *bool
+		err := master.QueryRow(ctx, "SELECT confirmed_flush_lsn >= $2::text::pg_lsn FROM pg_catalog.pg_replication_slots WHERE slot_name = $1", *slot, now).Scan(&past)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return true, nil // no slot: the subscription starts where it is created
+		}
+		return past != nil && *past, err
+	})
+	if err != nil {
+		return fmt.Errorf("add publications to subscription %s: %w (its apply is held back: see `pgoutpost status`)", sub, err)
+	}
+	return nil
 }
 
 // refreshCopies decides the copy_data of refreshing s: true unless the

@@ -78,6 +78,7 @@ type e2e struct {
 	nats          *natsembed.Server
 	env           string
 	slot          string
+	seedQueues    bool // also process django-logical-replication's queues
 }
 
 func testCtx(t testing.TB, d time.Duration) context.Context {
@@ -208,7 +209,7 @@ func (e *e2e) start(t, owner testing.TB, tune func(*sidecar.Options)) *running {
 	runCtx, stop := context.WithCancel(context.Background())
 	snk := &crashSink{NATS: n, crash: stop}
 	proc := queue.NewProcessor(e.spool, e.reg, nil, snk, queue.ProcessorOptions{
-		Env: e.env, SystemID: "e2e", BatchSize: 100, Logger: testLogger(t), Observer: metrics,
+		Env: e.env, SystemID: "e2e", BatchSize: 100, Logger: testLogger(t), Observer: metrics, SeedQueues: e.seedQueues,
 	})
 	opts := sidecar.Options{
 		DB: e.spool, ReplicationDSN: e.slave.DSN, Processor: proc, Sink: snk,
@@ -216,6 +217,7 @@ func (e *e2e) start(t, owner testing.TB, tune func(*sidecar.Options)) *running {
 		Slot: e.slot, ShutdownGrace: 10 * time.Second, Heartbeat: time.Second, BatchSize: 100,
 		ProbeInterval: 100 * time.Millisecond, StatusInterval: 200 * time.Millisecond, FlushDelay: 20 * time.Millisecond,
 		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 500 * time.Millisecond,
+		SeedQueues: e.seedQueues,
 	}
 	if tune != nil {
 		tune(&opts)
