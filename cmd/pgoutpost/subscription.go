@@ -14,13 +14,13 @@ import (
 
 var subscriptionCreateCommand = command{
 	name:    "subscription create",
-	summary: "create this slave's subscriptions to the master if missing",
+	summary: "create this slave's subscription to the master if missing",
 	run:     func(ctx context.Context, e *env, args []string) error { return runSubscription(ctx, e, args, false) },
 }
 
 var subscriptionUpdateCommand = command{
 	name:    "subscription update",
-	summary: "refresh this slave's subscriptions so new tables get copied [--wait]",
+	summary: "refresh this slave's subscription so new tables get copied; convert an earlier layout [--wait]",
 	run:     func(ctx context.Context, e *env, args []string) error { return runSubscription(ctx, e, args, true) },
 }
 
@@ -70,22 +70,27 @@ func (m *masterFlags) source(cfg *config.Config) (replication.Source, error) {
 func runSubscription(ctx context.Context, e *env, args []string, update bool) error {
 	name, synopsis := "subscription create", `subscription create [-c conninfo | --conninfo-file f | --conninfo-env VAR | --aws-secret name]
 
-Creates, on a slave, its subscriptions to the master if they are missing: one
-to the system and model publications (with the initial copy of their tables)
-and one to the queue publication (copy_data = false: the slave sees the queue
-entries committed from now on, synchronous_commit = on). Their names carry
-the environment, so several slaves of one master never clash. The master's
-connection comes from master: in the configuration or from the flags; no
-password is printed or written to the server log.`
+Creates, on a slave, its subscription to the master if it is missing, after
+checking that the master has every publication it names. One subscription
+carries the queue, system and model publications, so the slave applies every
+master transaction in master commit order, queue rows together with the rows
+they describe: it is created over the queue publication without a copy (the
+slave sees the entries committed from now on; synchronous_commit = on), then
+the other publications are added with the initial copy of their tables. Its
+name carries the environment, so several slaves of one master never clash.
+The master's connection comes from master: in the configuration or from the
+flags; no password is printed or written to the server log.`
 	if update {
 		name, synopsis = "subscription update", `subscription update [--wait [--timeout 30m]] [-c conninfo | --conninfo-file f | --conninfo-env VAR | --aws-secret name]
 
-Creates this slave's missing subscriptions, points existing ones at the right
-publications and at the master's current connection, and refreshes them so
-that tables publication update added get their initial copy (the queue
-subscription refreshes without copying). With --wait it shows each table's
-copy until all are ready, or stops naming the table whose copy fails and the
-likely reason.`
+Creates this slave's missing subscription, points it at the right
+publications and at the master's current connection, and refreshes it so that
+tables publication update added get their initial copy (new queue tables join
+without one). A slave of an earlier version, with a queue subscription apart
+from the data's, is converted to the one subscription at one exact master
+position, losing and repeating no queue entry (see docs/deploy.md). With
+--wait it shows each table's copy until all are ready, or stops naming the
+table whose copy fails and the likely reason.`
 	}
 	var g globalFlags
 	var mf masterFlags
