@@ -107,6 +107,11 @@ func publicationProblems(t *Table) Problems {
 	warn := func(format string, args ...any) {
 		ps = append(ps, Problem{Warning, subject, fmt.Sprintf(format, args...)})
 	}
+	if t.RowFilter != "" {
+		if err := CheckFilter(t.RowFilter); err != nil {
+			return append(ps, Problem{Error, subject, "row_filter: " + err.Error()})
+		}
+	}
 	if t.ReplicaIdentity == IdentityNothing {
 		warn("REPLICA IDENTITY NOTHING: PostgreSQL refuses UPDATEs of a table published for UPDATE; fix: ALTER TABLE %s REPLICA IDENTITY DEFAULT;", t.Name.Sanitize())
 		return ps

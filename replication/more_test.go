@@ -282,3 +282,55 @@ func TestStatusNamesAMissingPublication(t *testing.T) {
 		t.Errorf("problems lack %q:\n%s", want, strings.Join(s.Problems, "\n"))
 	}
 }
+
+// TestRowFilterInjection: a row filter that tries to add a statement or a
+// table of its own is refused before anything runs; planning (what
+// `publication update --dry-run` does) leaves the catalog as it was, the
+// victim table is there, and no scratch publication is left behind. A filter
+// that passes the lexical check still runs only over the extended protocol,
+// so even an unforeseen one cannot add a statement.
+func TestRowFilterInjection(t *testing.T) {
+	reg := testRegistry(nil)
+	p := newPair(t, reg)
+	pgtest.Exec(t, p.master.DSN, "CREATE TABLE victim (id int PRIMARY KEY)")
+	p.publish(t, reg)
+	for _, filter := range []string{
+		"true); COMMIT; DROP TABLE victim; --",
+		"true), TABLE victim WHERE (true",
+		"true) ; COPY (SELECT 1) TO PROGRAM 'touch /tmp/pgoutpost-injected' ; SELECT (1",
+	} {
+		t.Run(filter, func(t *testing.T) {
+			before := p.catalogSnapshot(t)
+			bad := testRegistry(nil)
+			bad.Table(tn("filtered")).RowFilter = filter
+			if _, err := PlanPublications(ctx(t), p.mpool, bad, p.names); err == nil || !errors.Is(err, registry.ErrFilterSyntax) {
+				t.Fatalf("plan with filter %q: %v, want ErrFilterSyntax", filter, err)
+			}
+			if probs := registry.Validate(bad).Err(); probs == nil || !strings.Contains(probs.Error(), "row_filter") {
+				t.Errorf("validate accepts the filter: %v", probs)
+			}
+			if after := p.catalogSnapshot(t); after != before {
+				t.Errorf("planning changed the catalog:\nbefore %s\nafter %s", before, after)
+			}
+			if !rowExists(t, p.mpool, "SELECT FROM pg_class WHERE relname = 'victim'") {
+				t.Fatal("the victim table is gone")
+			}
+			if rowExists(t, p.mpool, "SELECT FROM pg_publication WHERE pubname LIKE 'pgoutpost_plan_scratch%'") {
+				t.Error("a scratch publication was left behind")
+			}
+		})
+	}
+	// Past the lexical check, the statement still cannot carry a second one.
+	tx, err := p.mpool.Begin(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx(t)) //nolint:errcheck
+	if err := execOne(ctx(t), tx, "SELECT 1; DROP TABLE victim"); err == nil {
+		t.Error("execOne ran two statements")
+	}
+	_ = tx.Rollback(ctx(t))
+	if !rowExists(t, p.mpool, "SELECT FROM pg_class WHERE relname = 'victim'") {
+		t.Fatal("the victim table is gone")
+	}
+}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -326,47 +328,92 @@ func normalise(ctx context.Context, db DB, want map[string][]*registry.Table) (m
 	if len(special) == 0 {
 		return out, nil
 	}
-	tx, err := db.Begin(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("check row filters: %w", err)
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // always rolled back: nothing may change
-	if _, err := tx.Exec(ctx, "CREATE PUBLICATION "+ident(scratchPublication)); err != nil {
-		return nil, fmt.Errorf("check row filters: %w", err)
-	}
 	var errs []error
 	for _, t := range special {
-		if _, err := tx.Exec(ctx, "SAVEPOINT member"); err != nil {
-			return nil, fmt.Errorf("check row filters: %w", err)
+		if t.RowFilter == "" {
+			continue
 		}
-		_, err := tx.Exec(ctx, "ALTER PUBLICATION "+ident(scratchPublication)+" ADD "+memberSQL(t.Name, t.ColumnList, t.RowFilter))
-		if err != nil {
-			err = fmt.Errorf("row filter or column list of %s: %w", t.Name, err)
-		} else if err = checkUpdatable(ctx, tx, t.Name); err != nil {
-			err = fmt.Errorf("row filter or column list of %s: publishing it would make PostgreSQL refuse every UPDATE and DELETE of the table on the master: %w", t.Name, err)
-		}
-		if err != nil {
-			errs = append(errs, err)
-			if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT member"); err != nil {
-				return nil, fmt.Errorf("check row filters: %w", err)
-			}
+		if err := registry.CheckFilter(t.RowFilter); err != nil {
+			errs = append(errs, fmt.Errorf("row filter of %s: %w", t.Name, err))
 		}
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	got, err := readPublications(ctx, tx, []string{scratchPublication})
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("check row filters: %w", err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // always rolled back: nothing may change
+	// A name of its own per run: one left by an older version, which could
+	// be made to commit, does not block the check.
+	scratch := fmt.Sprintf("%s_%d_%d", scratchPublication, os.Getpid(), time.Now().UnixNano()%1e9)
+	if err := execOne(ctx, tx, "CREATE PUBLICATION "+ident(scratch)); err != nil {
+		return nil, fmt.Errorf("check row filters: %w", err)
+	}
+	added := 0
+	for _, t := range special {
+		if err := execOne(ctx, tx, "SAVEPOINT member"); err != nil {
+			return nil, fmt.Errorf("check row filters: %w", err)
+		}
+		err := execOne(ctx, tx, "ALTER PUBLICATION "+ident(scratch)+" ADD "+memberSQL(t.Name, t.ColumnList, t.RowFilter))
+		if err != nil {
+			err = fmt.Errorf("row filter or column list of %s: %w", t.Name, err)
+		} else if err = scratchHolds(ctx, tx, scratch, added+1); err != nil {
+			err = fmt.Errorf("row filter of %s is not one SQL expression: %w", t.Name, err)
+		} else if err = checkUpdatable(ctx, tx, t.Name); err != nil {
+			err = fmt.Errorf("row filter or column list of %s: publishing it would make PostgreSQL refuse every UPDATE and DELETE of the table on the master: %w", t.Name, err)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			if err := execOne(ctx, tx, "ROLLBACK TO SAVEPOINT member"); err != nil {
+				return nil, fmt.Errorf("check row filters: %w", err)
+			}
+			continue
+		}
+		added++
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	// What is published from now on is PostgreSQL's own deparsed form of
+	// each filter, never the configuration's text.
+	got, err := readPublications(ctx, tx, []string{scratch})
 	if err != nil {
 		return nil, err
 	}
 	for pub, tables := range want {
 		for _, t := range tables {
-			if m, ok := got[scratchPublication].members[t.Name]; ok {
+			if m, ok := got[scratch].members[t.Name]; ok {
 				out[pub][t.Name] = m
 			}
 		}
 	}
 	return out, nil
+}
+
+// execOne runs one statement over the extended protocol, which refuses a
+// string of several statements: text from the configuration (a row filter)
+// can never add a statement of its own. (pgx sends a statement without
+// arguments over the simple protocol, which runs them all.)
+func execOne(ctx context.Context, tx pgx.Tx, sql string) error {
+	return tx.Conn().PgConn().ExecParams(ctx, sql, nil, nil, nil, nil).Read().Err
+}
+
+// scratchHolds checks that the scratch publication holds exactly n tables
+// and no schema: a filter that closed pgoutpost's parenthesis could have
+// added others in the same statement.
+func scratchHolds(ctx context.Context, tx pgx.Tx, scratch string, n int) error {
+	var tables, schemas int
+	err := tx.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_catalog.pg_publication_rel r JOIN pg_catalog.pg_publication p ON p.oid = r.prpubid WHERE p.pubname = $1),
+		(SELECT count(*) FROM pg_catalog.pg_publication_namespace s JOIN pg_catalog.pg_publication p ON p.oid = s.pnpubid WHERE p.pubname = $1)`, scratch).Scan(&tables, &schemas)
+	if err != nil {
+		return err
+	}
+	if tables != n || schemas != 0 {
+		return fmt.Errorf("adding it put %d tables and %d schemas in the publication, want %d and none", tables, schemas, n)
+	}
+	return nil
 }
 
 // checkUpdatable asks PostgreSQL whether the table, now in the scratch
@@ -390,8 +437,10 @@ func checkUpdatable(ctx context.Context, tx pgx.Tx, t registry.TableName) error 
 }
 
 // memberSQL is "TABLE t (cols) WHERE (filter)" for ALTER PUBLICATION ... ADD.
-// The row filter is SQL from the configuration by definition (an expression,
-// not a value), so it is the one piece of text inserted as written.
+// The row filter is SQL by definition (an expression, not a value), so it is
+// the one piece of text inserted as written: from the configuration only in
+// normalise's rolled-back check, after registry.CheckFilter and over the
+// extended protocol; what is published is PostgreSQL's deparsed form.
 func memberSQL(t registry.TableName, cols []string, filter string) string {
 	var b strings.Builder
 	b.WriteString("TABLE " + t.Sanitize())
@@ -499,7 +548,7 @@ func (p *Plan) Apply(ctx context.Context, db DB) error {
 			stmts = []string{"ALTER " + pub + " ADD " + memberSQL(c.To.Table, c.To.Columns, c.To.RowFilter)}
 		}
 		for _, s := range stmts {
-			if _, err := tx.Exec(ctx, s); err != nil {
+			if err := execOne(ctx, tx, s); err != nil {
 				return fmt.Errorf("apply %q: %w", c.String(), err)
 			}
 		}
