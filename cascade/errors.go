@@ -1,10 +1,12 @@
 package cascade
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgoutpost/pgoutpost/registry"
@@ -181,6 +183,35 @@ func isBadValue(err error) bool {
 	switch pe.Code {
 	case sqlstateBadText, sqlstateOutOfRange, sqlstateBadDatetime, sqlstateDatetimeOverflow:
 		return true
+	}
+	return false
+}
+
+// RowFault reports whether err is caused by the rows a delete or an update
+// rule touches, so that setting them aside (a dead letter, a row reported
+// and left) is the answer: a rule that refuses them (PROTECT, RESTRICT), a
+// rule or key that cannot apply to them, or a constraint, check or trigger
+// of the database that refuses the change (data exception, integrity
+// constraint, triggered action and PL/pgSQL errors). Anything else — a
+// missing privilege, column or table, the connection, resources, the
+// server's state, a cancelled context — is no row's fault: the work is
+// retried until the cause is fixed, and nothing is set aside.
+func RowFault(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	for _, target := range []error{ErrProtected, ErrRestricted, ErrDanglingReference, ErrBadKey, ErrUnknownTable,
+		ErrNoPrimaryKey, ErrNoRule, ErrNoDefault, ErrNotNull} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		c := pe.Code
+		return pgerrcode.IsDataException(c) || pgerrcode.IsIntegrityConstraintViolation(c) ||
+			pgerrcode.IsTriggeredDataChangeViolation(c) || pgerrcode.IsWithCheckOptionViolation(c) ||
+			pgerrcode.IsTriggeredActionException(c) || pgerrcode.IsPLpgSQLError(c)
 	}
 	return false
 }

@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/pgoutpost/pgoutpost/cascade"
@@ -648,20 +647,7 @@ func (r *runner) inTx(ctx context.Context, mode pgx.TxAccessMode, fn func(pgx.Tx
 	return nil
 }
 
-// isDataError reports whether err is about the rows (a rule that cannot
-// apply, a constraint they violate) rather than the database or connection:
-// such rows are left and reported, and the run goes on.
-func isDataError(err error) bool {
-	for _, target := range []error{cascade.ErrProtected, cascade.ErrRestricted, cascade.ErrNotNull, cascade.ErrNoDefault,
-		cascade.ErrNoRule, cascade.ErrDanglingReference, cascade.ErrNoPrimaryKey, cascade.ErrBadKey} {
-		if errors.Is(err, target) {
-			return true
-		}
-	}
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		// Class 22 is a data exception, 23 an integrity constraint violation.
-		return strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "23")
-	}
-	return false
-}
+// isDataError reports whether err is about the rows (cascade.RowFault)
+// rather than the database or connection: such rows are left and reported,
+// and the run goes on.
+func isDataError(err error) bool { return cascade.RowFault(err) }

@@ -7,7 +7,6 @@ import (
 	"slices"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgoutpost/pgoutpost/cascade"
 	"github.com/pgoutpost/pgoutpost/registry"
@@ -254,37 +253,9 @@ func appendJSONString(b []byte, s string) []byte {
 
 // entryFault reports whether err is the entries' fault, so that applying
 // them differently (alone) or dead-lettering them is the answer, rather than
-// a failure of the connection or server that a retry fixes.
+// a failure that a retry fixes once its cause is (cascade.RowFault).
 func entryFault(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return false
-	}
-	if errors.Is(err, errBadEntry) || errors.Is(err, cascade.ErrProtected) || errors.Is(err, cascade.ErrRestricted) ||
-		errors.Is(err, cascade.ErrDanglingReference) || errors.Is(err, cascade.ErrBadKey) ||
-		errors.Is(err, cascade.ErrUnknownTable) || errors.Is(err, cascade.ErrNoPrimaryKey) ||
-		errors.Is(err, cascade.ErrNoRule) || errors.Is(err, cascade.ErrNoDefault) || errors.Is(err, cascade.ErrNotNull) {
-		return true
-	}
-	var ce *cascade.ColumnError
-	if errors.As(err, &ce) {
-		return true
-	}
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && len(pe.Code) == 5 {
-		switch pe.Code[:2] {
-		case "08", // connection exception
-			"25", // invalid transaction state
-			"40", // serialization failure, deadlock
-			"53", // insufficient resources
-			"55", // lock not available, object in use
-			"57", // operator intervention (shutdown, cancel)
-			"58", // system error
-			"XX": // internal error
-			return false
-		}
-		return true // data, constraint, trigger and rule errors follow the entry
-	}
-	return false
+	return errors.Is(err, errBadEntry) || cascade.RowFault(err)
 }
 
 // mergeSafe reports whether no row deleted by res can reference another row

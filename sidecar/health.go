@@ -231,8 +231,11 @@ func (s *Sidecar) notReady(now time.Time) []string {
 		why = append(why, fmt.Sprintf("stream: no message or keepalive for %s (heartbeat every %s)", stale.Round(time.Second), s.opts.Heartbeat))
 	}
 	s.mu.Lock()
-	copying := s.copying
+	copying, applyErr := s.copying, s.applyErr
 	s.mu.Unlock()
+	if applyErr != nil {
+		why = append(why, "apply: "+applyErr.Error()+" (no entry's fault: retrying until it is fixed)")
+	}
 	for _, t := range copying {
 		why = append(why, "copying: "+t+": queue entries wait until it is ready")
 	}

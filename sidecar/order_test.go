@@ -2,14 +2,17 @@ package sidecar_test
 
 import (
 	"context"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgoutpost/pgoutpost/internal/pgtest"
 	"github.com/pgoutpost/pgoutpost/queue"
 	"github.com/pgoutpost/pgoutpost/replication"
 	"github.com/pgoutpost/pgoutpost/sidecar"
@@ -340,4 +343,67 @@ func TestSweepHealsAMissedEntry(t *testing.T) {
 	if _, body := r.get(t, "/metrics"); !strings.Contains(body, "pgoutpost_queue_swept_entries_total 1") {
 		t.Errorf("metrics do not count one swept entry:\n%s", grepLines(body, "swept"))
 	}
+}
+
+// TestPermissionErrorIsRetried: the sidecar's role lacks DELETE on a table
+// the cascade needs. That is no entry's fault: the entry is not
+// dead-lettered, /readyz says why nothing is applied, and once the
+// privilege is granted the entry is applied.
+func TestPermissionErrorIsRetried(t *testing.T) {
+	e := newE2E(t)
+	role := "lim_" + e.slave.Name
+	ident := pgx.Identifier{role}.Sanitize()
+	t.Cleanup(func() { // after the pool below is closed
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, e.slave.DSN)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close(ctx)
+		for _, s := range []string{"DROP OWNED BY " + ident, "DROP ROLE " + ident} {
+			if _, err := conn.Exec(ctx, s); err != nil {
+				t.Errorf("%s: %v", s, err)
+			}
+		}
+	})
+	exec(t, e.spool, "CREATE ROLE "+ident+" LOGIN")
+	for _, g := range []string{
+		"GRANT USAGE ON SCHEMA pgoutpost TO " + ident,
+		"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA pgoutpost TO " + ident,
+		"GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO " + ident, // no DELETE
+		"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA pgoutpost TO " + ident,
+	} {
+		exec(t, e.spool, g)
+	}
+	u, err := url.Parse(e.slave.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+	e.procDB = pgtest.Pool(t, u.String())
+	r := e.start(t, t, nil)
+
+	exec(t, e.mpool, "INSERT INTO unit VALUES (4, 'four')")
+	synced(t, e.spool, 1, "SELECT count(*) FROM unit WHERE id = 4")
+	exec(t, e.mpool, "DELETE FROM unit WHERE id = 4")
+	eventually(t, "/readyz to name the permission error", func() bool {
+		_, body := r.get(t, "/readyz")
+		return strings.Contains(body, "apply: ") && strings.Contains(body, "permission denied")
+	})
+	if n := queryInt(t, e.spool, "SELECT count(*) FROM pgoutpost.dead_letter"); n != 0 {
+		t.Fatalf("%d dead letters for a missing privilege", n)
+	}
+	if n := queryInt(t, e.spool, "SELECT count(*) FROM unit WHERE id = 4"); n != 1 {
+		t.Fatalf("unit 4: %d rows while the sidecar may not delete it", n)
+	}
+	exec(t, e.spool, "GRANT DELETE ON ALL TABLES IN SCHEMA public TO "+ident)
+	synced(t, e.spool, 0, "SELECT count(*) FROM unit WHERE id = 4")
+	settle(t, e)
+	sameRows(t, e, "unit")
+	eventually(t, "/readyz to drop the apply error", func() bool {
+		_, body := r.get(t, "/readyz")
+		return !strings.Contains(body, "apply: ")
+	})
 }

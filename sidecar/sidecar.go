@@ -150,6 +150,7 @@ type Sidecar struct {
 	inflight []time.Time // commit times of transactions received and not acknowledged, oldest first
 	probe    probeState
 	copying  []string // tables not ready, as waitCopies last saw them
+	applyErr error    // the last failure to apply entries, until one succeeds
 }
 
 // New checks opts and returns a sidecar.
@@ -319,6 +320,7 @@ func (s *Sidecar) loop(parent, ctx context.Context) error {
 		if parent.Err() != nil {
 			return nil
 		}
+		s.setApplyErr(err)
 		if err == nil {
 			backoff.reset()
 			err = s.follow(parent, ctx)
@@ -660,6 +662,7 @@ func (s *Sidecar) batch(parent, ctx context.Context, st *Stream, items <-chan it
 
 		var err error
 		buf, err = s.apply(applyCtx, st, buf)
+		s.setApplyErr(err)
 		if err == nil {
 			backoff.reset()
 			continue
@@ -725,6 +728,18 @@ func (s *Sidecar) apply(ctx context.Context, st *Stream, buf []item) ([]item, er
 		s.mu.Unlock()
 	}
 	return append(buf[:0], buf[cut:]...), err
+}
+
+// setApplyErr records, for /readyz, why entries cannot be applied (nil once
+// they can). Such a failure is no entry's fault (cascade.RowFault): nothing
+// is dead-lettered, the work is retried until its cause is fixed.
+func (s *Sidecar) setApplyErr(err error) {
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	s.mu.Lock()
+	s.applyErr = err
+	s.mu.Unlock()
 }
 
 // setCopying records the tables not ready for /readyz, logs when the set

@@ -78,7 +78,8 @@ type e2e struct {
 	nats          *natsembed.Server
 	env           string
 	slot          string
-	seedQueues    bool // also process django-logical-replication's queues
+	seedQueues    bool          // also process django-logical-replication's queues
+	procDB        *pgxpool.Pool // the processor's pool when not spool (another role)
 }
 
 func testCtx(t testing.TB, d time.Duration) context.Context {
@@ -208,7 +209,11 @@ func (e *e2e) start(t, owner testing.TB, tune func(*sidecar.Options)) *running {
 	}
 	runCtx, stop := context.WithCancel(context.Background())
 	snk := &crashSink{NATS: n, crash: stop}
-	proc := queue.NewProcessor(e.spool, e.reg, nil, snk, queue.ProcessorOptions{
+	procDB := e.spool
+	if e.procDB != nil {
+		procDB = e.procDB
+	}
+	proc := queue.NewProcessor(procDB, e.reg, nil, snk, queue.ProcessorOptions{
 		Env: e.env, SystemID: "e2e", BatchSize: 100, Logger: testLogger(t), Observer: metrics, SeedQueues: e.seedQueues,
 	})
 	opts := sidecar.Options{
