@@ -362,5 +362,15 @@ func (p *Processor) observeDone(it *item, result string) {
 	case QueueSeedDenormalize:
 		q = QueueDenormalize
 	}
-	p.opts.Observer.EntryDone(q, it.tableName(), result, d)
+	// Only a table of the registry names a series: a queue row's table name
+	// is data, and each bogus one would add a metric series.
+	table := UnknownTable
+	if it.table != nil {
+		table = it.table.Name.String()
+	}
+	p.opts.Observer.EntryDone(q, table, result, d)
 }
+
+// UnknownTable is the table an Observer is told for an entry whose table is
+// not in the registry (dead-lettered).
+const UnknownTable = "unknown"

@@ -307,6 +307,17 @@ func TestBadEntriesGoToDeadLetter(t *testing.T) {
 	if n := count(t, s.pool, "SELECT count(*) FROM catalog_unit WHERE id = 2"); n != 0 {
 		t.Error("the good entry of the transaction was not applied")
 	}
+	// A table name from a queue row never becomes a metric label.
+	if n := s.obs.get("delete " + UnknownTable + " dead"); n != 2 {
+		t.Errorf("%d dead entries of unknown tables observed, want 2", n)
+	}
+	s.obs.mu.Lock()
+	for k := range s.obs.results {
+		if strings.Contains(k, "nosuch") || strings.Contains(k, "nodot") {
+			t.Errorf("an observed series is named by a queue row: %q", k)
+		}
+	}
+	s.obs.mu.Unlock()
 }
 
 func TestReplayChangesNothing(t *testing.T) {
