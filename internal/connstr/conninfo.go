@@ -174,9 +174,17 @@ func Format(params []Param) string {
 
 var urlScheme = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9+.-]*:/*`)
 
-var passwordKV = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S+)`)
+// passwordKV finds the value of a secret keyword in a conninfo that may not
+// parse: a quoted value, or everything up to the next "keyword=" (a password
+// with a space that was not quoted would otherwise leak its tail).
+var passwordKV = regexp.MustCompile(`(?i)((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|.+?)(?:\s+[a-z_]+\s*=|\s*$)`)
 
-// Redact returns conninfo with its password masked, in keyword/value form
+// secretKey reports whether a conninfo keyword holds a secret.
+func secretKey(k string) bool {
+	return strings.EqualFold(k, "password") || strings.EqualFold(k, "sslpassword")
+}
+
+// Redact returns conninfo with its password (and sslpassword) masked, in keyword/value form
 // (URLs are rewritten). A conninfo that does not parse is not shown at all:
 // where its password is cannot be known (a URL missing a slash, a keyword
 // without "=").
@@ -187,7 +195,7 @@ func Redact(conninfo string) string {
 	}
 	out := make([]Param, len(params))
 	for i, p := range params {
-		if strings.EqualFold(p.Key, "password") {
+		if secretKey(p.Key) {
 			p.Value = mask
 		}
 		out[i] = p
@@ -200,7 +208,7 @@ func Redact(conninfo string) string {
 const Unparsable = "(a connection string that does not parse; not shown, as it may hold a password)"
 
 // Secrets returns the strings of conninfo that must never be shown: its
-// password, raw and percent-encoded.
+// password and sslpassword, raw and percent-encoded.
 func Secrets(conninfo string) []string {
 	var out []string
 	add := func(v string) {
@@ -210,7 +218,7 @@ func Secrets(conninfo string) []string {
 	}
 	if params, err := Parse(conninfo); err == nil {
 		for _, p := range params {
-			if strings.EqualFold(p.Key, "password") {
+			if secretKey(p.Key) {
 				add(p.Value)
 				add(url.PathEscape(p.Value))
 				add(url.QueryEscape(p.Value))
@@ -218,7 +226,17 @@ func Secrets(conninfo string) []string {
 		}
 	}
 	for _, m := range passwordKV.FindAllStringSubmatch(conninfo, -1) {
-		add(strings.Trim(m[2], "'"))
+		v := strings.TrimSpace(m[2])
+		add(strings.Trim(v, "'"))
+		if !strings.HasPrefix(v, "'") {
+			// Unquoted, so malformed if it has spaces: each word may show
+			// alone in an error about it.
+			for _, f := range strings.Fields(v) {
+				if len(f) >= 3 {
+					add(f)
+				}
+			}
+		}
 	}
 	// The password of a URL too malformed to parse: user:password before
 	// the last "@", after the scheme.

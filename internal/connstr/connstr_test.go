@@ -1,6 +1,7 @@
 package connstr
 
 import (
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -103,5 +104,43 @@ func TestRedactURLs(t *testing.T) {
 		if got := RedactURLs(in); got != want {
 			t.Errorf("RedactURLs(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// FuzzRedactHidesSecrets: whatever the password and sslpassword, in a
+// keyword/value conninfo or a URL, neither Redact nor Scrub of a text that
+// quotes the conninfo and the secrets shows a byte sequence of them.
+func FuzzRedactHidesSecrets(f *testing.F) {
+	for _, s := range []string{"Hunter2", "a b c", `it's\`, "%41@:/?", "pass word=x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, secret string) {
+		// A marker makes the secret unlike anything else in the text.
+		pw, sslpw := "QZXJ"+secret, "VWKQ"+secret
+		for _, conninfo := range []string{
+			"host=db port=5432 user=app password=" + Quote(pw) + " sslpassword=" + Quote(sslpw) + " dbname=x",
+			(&url.URL{Scheme: "postgres", User: url.UserPassword("app", pw), Host: "db:5432", Path: "/x",
+				RawQuery: url.Values{"sslpassword": {sslpw}}.Encode()}).String(),
+		} {
+			text := "connect " + conninfo + ": failed for " + pw + " / " + sslpw
+			for name, out := range map[string]string{"Redact": Redact(conninfo), "Scrub": Scrub(text, conninfo)} {
+				for _, s := range []string{pw, sslpw, url.QueryEscape(pw), url.PathEscape(pw), url.QueryEscape(sslpw)} {
+					if strings.Contains(out, s) {
+						t.Fatalf("%s of %q shows %q: %s", name, conninfo, s, out)
+					}
+				}
+			}
+		}
+	})
+}
+
+func TestRedactSSLPasswordAndUnquotedSpace(t *testing.T) {
+	if r := Redact("host=db sslpassword=Key-Secret-1 dbname=x"); strings.Contains(r, "Key-Secret-1") {
+		t.Errorf("Redact shows the sslpassword: %s", r)
+	}
+	// Not quoted: libpq would refuse it, and Scrub must hide all of it.
+	bad := "host=db password=Hunter2 ret12 dbname=x"
+	if s := Scrub("error near "+bad+" and ret12", bad); strings.Contains(s, "ret12") || strings.Contains(s, "Hunter2") {
+		t.Errorf("Scrub leaks the tail of an unquoted password: %s", s)
 	}
 }
