@@ -125,16 +125,19 @@ func readLegacy(ctx context.Context, db DB, name string) (*legacySub, error) {
 	var origin *string
 	err := db.QueryRow(ctx, `
 		SELECT s.oid, s.subenabled, s.subslotname, s.subpublications::text[],
-		       pg_catalog.obj_description(s.oid, 'pg_subscription'),
-		       pg_catalog.pg_replication_origin_progress('pg_' || s.oid, false)::text
+		       pg_catalog.obj_description(s.oid, 'pg_subscription')
 		FROM pg_catalog.pg_subscription s
 		WHERE s.subname = $1 AND s.subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())`,
-		name).Scan(&l.oid, &l.enabled, &slot, &l.publications, &comment, &origin)
+		name).Scan(&l.oid, &l.enabled, &slot, &l.publications, &comment)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read subscription %s: %w", name, err)
+	}
+	// Only for a subscription that exists: reading an origin takes a superuser.
+	if err := db.QueryRow(ctx, "SELECT pg_catalog.pg_replication_origin_progress('pg_' || $1::oid, false)::text", l.oid).Scan(&origin); err != nil {
+		return nil, fmt.Errorf("read the origin of subscription %s: %w", name, err)
 	}
 	if slot != nil {
 		l.slot = *slot
@@ -514,7 +517,7 @@ func (c *converter) swap(ctx context.Context, dataName string, upto decoder.LSN)
 			}
 			stmt += publicationList(c.target.Publications) + " WITH (enabled = false, create_slot = false, copy_data = false, slot_name = " +
 				quoteLiteral(slot) + ", synchronous_commit = " + c.target.synchronousCommit() + ")"
-			return quietly(ctx, q, stmt)
+			return quietly(ctx, q, stmt, c.conninfo)
 		})
 		if err != nil {
 			return nil, fmt.Errorf("create subscription %s on slot %s: %w", c.target.Name, slot, scrubError(err, c.conninfo))

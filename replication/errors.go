@@ -29,3 +29,7 @@ var ErrMixedRefresh = errors.New("new queue and data tables in one refresh")
 // ErrLegacyLayout is returned when a slave still has the earlier layout's
 // separate queue subscription and it cannot be converted now.
 var ErrLegacyLayout = errors.New("the slave has the earlier two-subscription layout")
+
+// ErrLogWouldShowPassword is returned when a statement that holds the
+// master's password cannot be kept out of the slave's server log.
+var ErrLogWouldShowPassword = errors.New("the slave's server log would show the master's password")

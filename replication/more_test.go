@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -332,5 +333,33 @@ func TestRowFilterInjection(t *testing.T) {
 	_ = tx.Rollback(ctx(t))
 	if !rowExists(t, p.mpool, "SELECT FROM pg_class WHERE relname = 'victim'") {
 		t.Fatal("the victim table is gone")
+	}
+}
+
+// TestNonSuperuserNeverSendsThePassword: a role that may not silence the
+// slave's statement logging never sends a CREATE SUBSCRIPTION that holds a
+// password (PostgreSQL would log it when it fails, and it fails: on 15 only a
+// superuser creates subscriptions); the error says what to do.
+func TestNonSuperuserNeverSendsThePassword(t *testing.T) {
+	reg := testRegistry(nil)
+	p := newPair(t, reg)
+	p.publish(t, reg)
+	role := "nosu_" + p.slave.Name
+	t.Cleanup(func() { pgtest.Exec(t, p.slave.DSN, "DROP OWNED BY "+ident(role)+"; DROP ROLE "+ident(role)) })
+	pgtest.Exec(t, p.slave.DSN, "CREATE ROLE "+ident(role)+" LOGIN")
+	u, err := url.Parse(p.slave.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+	pool := pgtest.Pool(t, u.String())
+	const password = "Never-In-The-Log-7"
+	conninfo := p.master.ConnInfo() + " password=" + password
+	_, err = CreateSubscriptions(ctx(t), pool, p.names, conninfo)
+	if !errors.Is(err, ErrLogWouldShowPassword) || strings.Contains(err.Error(), password) {
+		t.Fatalf("create as a non-superuser: %v, want ErrLogWouldShowPassword without the password", err)
+	}
+	if log, err := os.ReadFile(filepath.Join(p.slave.Cluster.Dir, "server.log")); err != nil || strings.Contains(string(log), password) {
+		t.Errorf("the slave's server log holds the password (read error %v)", err)
 	}
 }

@@ -144,8 +144,11 @@ func createSubscription(ctx context.Context, db DB, s SubscriptionSpec, conninfo
 		}
 		stmt += publicationList(first) + " WITH (copy_data = " + fmt.Sprint(copyFirst) +
 			", synchronous_commit = " + s.synchronousCommit() + ")"
-		return quietly(ctx, q, stmt)
+		return quietly(ctx, q, stmt, conninfo)
 	})
+	if errors.Is(err, ErrLogWouldShowPassword) { // nothing was sent; its text holds no conninfo
+		return fmt.Errorf("create subscription %s: %w", s.Name, err)
+	}
 	if err != nil {
 		return fmt.Errorf("create subscription %s (master %s): %w", s.Name, connstr.Redact(conninfo), explain(scrubError(err, conninfo), s))
 	}
@@ -164,20 +167,24 @@ func createSubscription(ctx context.Context, db DB, s SubscriptionSpec, conninfo
 	return nil
 }
 
-// quietly runs stmt, which holds a password, with the server's statement
+// quietly runs stmt, which holds conninfo, with the server's statement
 // logging off. The server logs a failing statement (log_min_error_statement)
 // and maybe every DDL statement (log_statement): either would write the
-// password into the slave's server log. Only a superuser may turn them off;
-// one who cannot gets the server's logging as configured.
-func quietly(ctx context.Context, q querier, stmt string) error {
-	quiet := false
-	if _, err := q.Exec(ctx, "SET log_min_error_statement = panic; SET log_statement = none"); err == nil {
-		quiet = true
+// password into the slave's server log. Only a superuser, or a role granted
+// SET on both parameters, may turn them off; for anyone else a conninfo
+// with a password is not sent at all (ErrLogWouldShowPassword).
+func quietly(ctx context.Context, q querier, stmt, conninfo string) error {
+	if _, err := q.Exec(ctx, "SET log_min_error_statement = panic; SET log_statement = none"); err != nil {
+		if len(connstr.Secrets(conninfo)) > 0 {
+			return fmt.Errorf("%w: this role may not turn the slave's statement logging off for its session (%v); "+
+				"run the command as a superuser, or GRANT SET ON PARAMETER log_min_error_statement, log_statement TO the role, "+
+				"or give the slave's server the password in a passfile (passfile= in the conninfo) instead", ErrLogWouldShowPassword, err)
+		}
+		_, err := q.Exec(ctx, stmt)
+		return err
 	}
 	_, err := q.Exec(ctx, stmt)
-	if quiet {
-		_, _ = q.Exec(ctx, "RESET log_min_error_statement; RESET log_statement")
-	}
+	_, _ = q.Exec(ctx, "RESET log_min_error_statement; RESET log_statement")
 	return err
 }
 
@@ -212,7 +219,7 @@ func updateConnection(ctx context.Context, db DB, s SubscriptionSpec, conninfo s
 		if err := q.QueryRow(ctx, "SELECT format('ALTER SUBSCRIPTION %I CONNECTION %L', $1::text, $2::text)", s.Name, conninfo).Scan(&stmt); err != nil {
 			return err
 		}
-		err = quietly(ctx, q, stmt)
+		err = quietly(ctx, q, stmt, conninfo)
 		changed = err == nil
 		return err
 	})
