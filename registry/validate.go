@@ -35,6 +35,10 @@ func Validate(r *Registry) Problems {
 	}
 	reach := r.DeleteReach()
 	for _, t := range r.Tables {
+		if t.Kind.IsSynced() && t.Name.Schema == QueueSchema {
+			add(Error, tableSubject(t), "pgoutpost's own table cannot be a model (its rows are the queue, which the slaves empty): remove %s from the models and %s from the schemas", t.Name, QueueSchema)
+			continue
+		}
 		if t.Kind.IsSynced() && len(t.PrimaryKey) == 0 {
 			add(Error, tableSubject(t), "%s table has no primary key: rows cannot be matched across environments (add one)", t.Kind)
 		}

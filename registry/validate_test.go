@@ -47,6 +47,10 @@ func TestValidateRules(t *testing.T) {
 			edits: []edit{{"models:\n", "models:\n  - name: catalog_nokey\n    kind: system\n"}},
 			want:  []string{"error: catalog_nokey (sidecar.yaml:", "system table has no primary key"}},
 
+		{name: "pgoutpost's own queue table as a model is an error",
+			sql:   "CREATE SCHEMA pgoutpost; CREATE TABLE pgoutpost.delete_queue (id uuid PRIMARY KEY);",
+			edits: []edit{{"schemas: [public]", "schemas: [public, pgoutpost]"}, {"models:\n", "models:\n  - name: pgoutpost.delete_queue\n    kind: system\n"}},
+			want:  []string{"pgoutpost's own table cannot be a model"}},
 		{name: "every foreign key into a delete model without a rule is listed",
 			edits: []edit{{"  userapp_report.unit_id: CASCADE\n", ""}, {"  userapp_comment.unit_id: CASCADE\n", ""}},
 			want: []string{
