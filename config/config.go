@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"sort"
@@ -200,13 +201,34 @@ func Default() *Config {
 // line and key; the error is an *InvalidError (exit code 2) unless the file
 // could not be read.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readBounded(path)
 	if err != nil {
 		// A configuration that cannot be read is a usage problem (exit 2),
 		// like one that does not validate.
 		return nil, &InvalidError{Problems: []error{fmt.Errorf("read configuration: %w", err)}}
 	}
 	return Parse(path, data, os.LookupEnv)
+}
+
+// MaxFileBytes bounds the size of a configuration file; a real one is a few
+// kilobytes (--config /dev/zero would otherwise be read until memory runs out).
+const MaxFileBytes = 1 << 20
+
+// readBounded reads at most MaxFileBytes of the file at path.
+func readBounded(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxFileBytes {
+		return nil, fmt.Errorf("%s is larger than %d bytes: not a pgoutpost configuration", path, MaxFileBytes)
+	}
+	return data, nil
 }
 
 // Parse is Load for a configuration already in memory; lookupEnv supplies the

@@ -370,3 +370,32 @@ func TestLoadMissingFileIsInvalid(t *testing.T) {
 		t.Fatalf("error %q does not name the file", err)
 	}
 }
+
+// TestBoundedInput: a file of aliases that expands exponentially and an
+// endless file are refused with a clear error instead of exhausting memory.
+func TestBoundedInput(t *testing.T) {
+	// One model with 2,000 columns, repeated 2,000 times by alias: 4 million
+	// nodes from a 20 KB file.
+	var b strings.Builder
+	b.WriteString("environment: x\nrole: master\ndatabase: {dsn: \"host=x\"}\nmodels:\n  - &m {name: public.t, kind: system, columns: [")
+	for i := range 2000 {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("a")
+	}
+	b.WriteString("]}\n")
+	for range 2000 {
+		b.WriteString("  - *m\n")
+	}
+	if b.Len() > 30000 {
+		t.Fatalf("the test file is %d bytes", b.Len())
+	}
+	_, err := Parse("laughs.yaml", []byte(b.String()), nil)
+	if err == nil || !strings.Contains(err.Error(), "more than") {
+		t.Errorf("billion laughs: %v", err)
+	}
+	if _, err := Load("/dev/zero"); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("/dev/zero: %v", err)
+	}
+}

@@ -33,7 +33,14 @@ type decoder struct {
 	file     string
 	lines    map[string]int
 	problems []error
+	nodes    int // nodes walked, aliases expanded
 }
+
+// MaxNodes bounds the YAML nodes a configuration expands to: aliases can
+// repeat a list inside a list at every level (a "billion laughs"), which a
+// small file turns into a huge walk. A real configuration holds a few
+// thousand nodes.
+const MaxNodes = 200000
 
 var (
 	durationType = reflect.TypeOf(time.Duration(0))
@@ -101,6 +108,12 @@ func kindName(n *yaml.Node) string {
 }
 
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	if d.nodes++; d.nodes > MaxNodes {
+		if d.nodes == MaxNodes+1 {
+			d.errorf(n, path, "the configuration expands to more than %d YAML nodes (aliases repeating aliases?): refused", MaxNodes)
+		}
+		return
+	}
 	switch n.Kind {
 	case yaml.DocumentNode:
 		if len(n.Content) == 1 {
@@ -109,7 +122,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		return
 	case yaml.AliasNode:
 		// The struct types are not recursive, so an alias cannot lead the
-		// walk back into itself, and expansion stays bounded by the file.
+		// walk back into itself; MaxNodes bounds how often it repeats.
 		d.decode(n.Alias, v, path)
 		return
 	}
