@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/pgoutpost/pgoutpost/config"
 	"github.com/pgoutpost/pgoutpost/replication"
@@ -69,16 +70,38 @@ func setSynchronous(ctx context.Context, e *env, s *replSession, slaves []string
 		return usagef("--synchronous needs --slave-environments: the master cannot know its slaves' subscription names otherwise")
 	}
 	var subs []string
+	byName := map[string]string{} // subscription -> the environment that named it
+	var missing []string
 	for _, env := range slaves {
 		n, err := replication.NewNames(s.cfg.Replication.Prefix, s.cfg.Replication.SeedSlug, env)
 		if err != nil {
 			return usagef("--slave-environments %s: %v", env, err)
 		}
 		for _, name := range n.SubscriptionNames() {
+			if other, ok := byName[name]; ok && other != env && s.cfg.Replication.SeedSlug == "" {
+				return usagef("--slave-environments %s and %s both make subscription %s (characters other than a-z0-9_ become _): name each slave once", other, env, name)
+			}
+			byName[name] = env
 			if !slices.Contains(subs, name) { // the seed's data subscriptions have no environment
 				subs = append(subs, name)
 			}
 		}
+		// A typo would make every master commit wait forever: the
+		// environment's subscription must have its slot here already (a
+		// converted slave's still has its earlier data subscription's name).
+		slots := append(n.SubscriptionNames(), n.Legacy.Data)
+		var found bool
+		if err := s.conn.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_catalog.pg_replication_slots WHERE slot_name = ANY($1))", slots).Scan(&found); err != nil {
+			return fmt.Errorf("look up the slots of environment %s: %w", env, err)
+		}
+		if !found {
+			missing = append(missing, fmt.Sprintf("%s (no slot %s)", env, strings.Join(n.SubscriptionNames(), " or ")))
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("--slave-environments: no subscription of %s reaches this master yet; synchronous_standby_names is unchanged "+
+			"(naming a slave that is not there would make every master commit wait): run `pgoutpost subscription create` on it first, or check the spelling",
+			strings.Join(missing, ", "))
 	}
 	value := replication.SynchronousStandbyNames(subs)
 	old, err := replication.SetSynchronous(ctx, s.conn, value)

@@ -172,6 +172,25 @@ func TestReplicationCommands(t *testing.T) {
 		}
 	})
 
+	t.Run("synchronous refuses a slave that is not there and a name clash", func(t *testing.T) {
+		var before string
+		if err := mpool.QueryRow(ctx, "SELECT current_setting('synchronous_standby_names')").Scan(&before); err != nil {
+			t.Fatal(err)
+		}
+		code, _, errs := runCLI(t, "publication", "create", "--config", mcfg, "--synchronous", "--slave-environments", env+"-typo")
+		if code != exitFailure || !strings.Contains(errs, env+"-typo") || !strings.Contains(errs, "unchanged") {
+			t.Errorf("a misspelt environment: exit %d, stderr %s", code, errs)
+		}
+		code, _, errs = runCLI(t, "publication", "create", "--config", mcfg, "--synchronous", "--slave-environments", "a-b,a_b")
+		if code != exitUsage || !strings.Contains(errs, "both make subscription") {
+			t.Errorf("a-b and a_b: exit %d, stderr %s", code, errs)
+		}
+		var after string
+		if err := mpool.QueryRow(ctx, "SELECT current_setting('synchronous_standby_names')").Scan(&after); err != nil || after != before {
+			t.Errorf("synchronous_standby_names changed from %q to %q (%v)", before, after, err)
+		}
+	})
+
 	t.Run("wrong conninfo names the problem without the password", func(t *testing.T) {
 		other := writeReplConfig(t, env+"-other", "slave", slave.DSN, master.ConnInfo())
 		bad := fmt.Sprintf("host=127.0.0.1 port=%d user=nosuchuser password=Hunter2-Secret dbname=%s sslmode=disable", master.Cluster.Port, master.Name)
