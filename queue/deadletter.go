@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -48,7 +49,7 @@ func (p *Processor) deadLetter(ctx context.Context, it *item, reason error) erro
 	if it.e.Queue == QueueSeedDelete || it.e.Queue == QueueSeedDenormalize {
 		what = fmt.Sprintf("content type %d, object_pk %q", it.e.ContentTypeID, it.e.ObjectPK)
 	}
-	msg := fmt.Sprintf("%s entry %s (%s): %v", it.e.Queue, it.e.ID, what, reason)
+	msg := capReason(fmt.Sprintf("%s entry %s (%s): %v", it.e.Queue, it.e.ID, capReason(what), reason))
 	tag, err := tx.Exec(ctx, `WITH d AS (DELETE FROM `+qt.Sanitize()+` AS q WHERE q.id = $1::text::uuid RETURNING pg_catalog.to_jsonb(q) AS entry)
 INSERT INTO pgoutpost.dead_letter (queue, entry_id, table_name, pk, op, xid, created_at, entry, error)
 SELECT $2, $1::text::uuid, $3, $4::text::jsonb, $5, $6, $7, d.entry, $8 FROM d
@@ -65,9 +66,27 @@ ON CONFLICT (queue, entry_id) DO UPDATE SET attempts = dead_letter.attempts + 1,
 		p.observeDone(it, ResultGone)
 		return nil
 	}
-	p.log.Warn("queue entry dead-lettered", "queue", it.e.Queue, "id", it.e.ID, "table", table, "reason", reason.Error())
+	p.log.Warn("queue entry dead-lettered", "queue", it.e.Queue, "id", it.e.ID, "table", table, "reason", capReason(reason.Error()))
 	p.observeDone(it, ResultDead)
 	return nil
+}
+
+// maxReason bounds a dead letter's reason: it may quote the entry's key,
+// which a queue row can make as large as it likes. The whole entry is kept in
+// dead_letter.entry, so nothing is lost.
+const maxReason = 4096
+
+// capReason cuts s to maxReason bytes (on a character boundary), saying
+// how much it left out.
+func capReason(s string) string {
+	if len(s) <= maxReason {
+		return s
+	}
+	cut := maxReason
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… (%d more bytes; the whole entry is in dead_letter.entry)", s[:cut], len(s)-cut)
 }
 
 // DeadLetterEntry is one row of dead_letter.

@@ -462,3 +462,21 @@ func TestDeferredConstraintAtCommitGoesToDeadLetter(t *testing.T) {
 		t.Errorf("units 1 and 4: %d left, want 1 (unit 1)", n)
 	}
 }
+
+// TestHugeKeyReasonIsCapped: an entry with a 1 MB key is dead-lettered with
+// a reason of a few kilobytes; the whole entry stays in dead_letter.entry.
+func TestHugeKeyReasonIsCapped(t *testing.T) {
+	s := newSlave(t)
+	pgtest.Exec(t, s.db.DSN, unitFixture)
+	p := s.processor(ProcessorOptions{})
+	huge := `{"id": "` + strings.Repeat("é", 500000) + `"}`
+	e := enqueue(t, s.pool, QueueDelete, 1, "public.catalog_unit", huge, OpDelete)
+	apply(t, p, txnOf(e))
+	var reasonLen, entryLen int
+	if err := s.pool.QueryRow(context.Background(), "SELECT octet_length(error), octet_length(entry::text) FROM pgoutpost.dead_letter WHERE entry_id = $1", e.ID).Scan(&reasonLen, &entryLen); err != nil {
+		t.Fatal(err)
+	}
+	if reasonLen > maxReason+200 || entryLen < 1000000 {
+		t.Errorf("reason %d bytes (cap %d), entry %d bytes", reasonLen, maxReason, entryLen)
+	}
+}

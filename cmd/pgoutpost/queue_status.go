@@ -4,9 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/pgoutpost/pgoutpost/config"
 	"github.com/pgoutpost/pgoutpost/queue"
@@ -65,8 +69,27 @@ tables are shown too.`, &g)
 	}
 	fmt.Fprintf(e.stdout, "\nLatest dead letters (pgoutpost queue retry --id ID puts one back):\n")
 	for _, d := range st.DeadLetters {
-		fmt.Fprintf(e.stdout, "%s  %s  %s %s %s (attempts %d, failed %s)\n    %s\n", d.EntryID, d.Queue, d.Op, d.Table, d.PK,
-			d.Attempts, d.FailedAt.UTC().Format(time.RFC3339), strings.ReplaceAll(d.Error, "\n", "\n    "))
+		fmt.Fprintf(e.stdout, "%s  %s  %s %s %s (attempts %d, failed %s)\n    %s\n", d.EntryID, d.Queue, printable(d.Op), printable(d.Table), printable(d.PK),
+			d.Attempts, d.FailedAt.UTC().Format(time.RFC3339), strings.ReplaceAll(printable(d.Error, '\n'), "\n", "\n    "))
 	}
 	return nil
+}
+
+// printable escapes the control characters of s (but those in keep), as the
+// logs do: a queue row's text must not move the cursor, colour the
+// terminal or start a line that looks like pgoutpost's own.
+func printable(s string, keep ...rune) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case slices.Contains(keep, r):
+			b.WriteRune(r)
+		case r == utf8.RuneError, unicode.IsControl(r):
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }

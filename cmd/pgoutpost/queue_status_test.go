@@ -27,10 +27,18 @@ SELECT 'delete', '01a20e5d-5d81-7e9b-9c04-2dbe0479d898', 'public.unit', '{"id": 
     'op', 'delete', 'xid', 6, 'created_at', now()),
   'delete from public.unit: protected: 1 referencing row(s): public.note(1) references public.unit(2) through unit_id (PROTECT)';`)
 
+	// A dead letter whose text came from a hostile queue row: a terminal
+	// escape and a line that pretends to be pgoutpost's own.
+	pgtest.Exec(t, slave.DSN, `INSERT INTO pgoutpost.dead_letter (queue, entry_id, table_name, pk, op, entry, error)
+VALUES ('delete', '01a20e5d-5d81-7e9b-9c04-2dbe0479d899', E'public.evil\x1b[2J\nQUEUE fake', '{"id": 3}', 'delete', '{}', E'bad key \x1b[31mred\x1b[0m')`)
 	code, out, errs := runCLI(t, "queue", "status", "--config", cfg)
 	if code != 0 {
 		t.Fatalf("queue status: exit %d: %s", code, errs)
 	}
+	if strings.Contains(out, "\x1b") || strings.Contains(out, "\nQUEUE fake") || !strings.Contains(out, `public.evil\x1b[2J\nQUEUE fake`) {
+		t.Errorf("queue status prints a queue row's control characters:\n%q", out)
+	}
+	pgtest.Exec(t, slave.DSN, "DELETE FROM pgoutpost.dead_letter WHERE entry_id = '01a20e5d-5d81-7e9b-9c04-2dbe0479d899'")
 	for _, want := range []string{"delete", "pgoutpost.delete_queue", "01a20e5d-5d81-7e9b-9c04-2dbe0479d898", "protected", "public.note(1)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("queue status output lacks %q:\n%s", want, out)
