@@ -24,6 +24,8 @@ type probeState struct {
 	slotFound  bool          // the slot exists
 	slotActive bool          // a walsender streams it
 	walStatus  string        // pg_replication_slots.wal_status
+	holder     uint32        // the slot's active_pid
+	holderApp  string        // its application_name and client address, for /readyz
 	queueLag   time.Duration // age of the oldest row in the queue tables
 
 	beat     time.Time // when the stream last showed life
@@ -41,6 +43,15 @@ func isNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
 func shuttingDown(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && (pgErr.Code == "57P03" && strings.Contains(pgErr.Message, "shutting down") || pgErr.Code == "57P01")
+}
+
+// streamPID is the server process of the sidecar's replication connection,
+// 0 when it has none.
+func (s *Sidecar) streamPID() uint32 {
+	if st := s.stream.Load(); st != nil {
+		return st.PID()
+	}
+	return 0
 }
 
 func (s *Sidecar) setBeat(t time.Time) {
@@ -114,6 +125,7 @@ func (s *Sidecar) probeOnce(ctx context.Context, reconnects *uint64) {
 	s.probe.at, s.probe.pgErr = now, p.pgErr
 	if p.pgErr == nil {
 		s.probe.slotFound, s.probe.slotActive, s.probe.walStatus = p.slotFound, p.slotActive, p.walStatus
+		s.probe.holder, s.probe.holderApp = p.holder, p.holderApp
 		s.probe.queueLag = p.queueLag
 	}
 	s.mu.Unlock()
@@ -135,19 +147,28 @@ func (s *Sidecar) probeOnce(ctx context.Context, reconnects *uint64) {
 // probeDB reads the slot and the queue depths and sets their gauges.
 func (s *Sidecar) probeDB(ctx context.Context, p *probeState) error {
 	m := s.metrics
-	var status *string
+	var status, app *string
 	var active bool
 	var safe, lag *int64
-	err := s.opts.DB.QueryRow(ctx, `SELECT active, wal_status, safe_wal_size,
-			(pg_catalog.pg_current_wal_lsn() - confirmed_flush_lsn)::int8
-		FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND database = current_database()`,
-		s.opts.Slot).Scan(&active, &status, &safe, &lag)
+	var pid *int64
+	err := s.opts.DB.QueryRow(ctx, `SELECT r.active, r.wal_status, r.safe_wal_size,
+			(pg_catalog.pg_current_wal_lsn() - r.confirmed_flush_lsn)::int8, r.active_pid::int8,
+			(SELECT coalesce(nullif(a.application_name, ''), '?') || ' from ' || coalesce(host(a.client_addr), 'a local socket')
+			 FROM pg_catalog.pg_stat_activity a WHERE a.pid = r.active_pid)
+		FROM pg_catalog.pg_replication_slots r WHERE r.slot_name = $1 AND r.database = current_database()`,
+		s.opts.Slot).Scan(&active, &status, &safe, &lag, &pid, &app)
 	switch {
 	case isNoRows(err):
 	case err != nil:
 		return fmt.Errorf("read replication slot %q: %w", s.opts.Slot, err)
 	default:
 		p.slotFound, p.slotActive = true, active
+		if pid != nil {
+			p.holder = uint32(*pid)
+		}
+		if app != nil {
+			p.holderApp = *app
+		}
 		if status != nil {
 			p.walStatus = *status
 		}
@@ -224,6 +245,9 @@ func (s *Sidecar) notReady(now time.Time) []string {
 		why = append(why, fmt.Sprintf("replication slot %s was invalidated (wal_status lost): it is being recreated", s.opts.Slot))
 	case !p.slotActive:
 		why = append(why, fmt.Sprintf("replication slot %s is not active: the stream is not connected", s.opts.Slot))
+	case p.holder != 0 && s.streamPID() != p.holder:
+		why = append(why, fmt.Sprintf("replication slot %s is held by another connection (server PID %d, %s): another sidecar on the same slot? This one streams only once it lets go",
+			s.opts.Slot, p.holder, p.holderApp))
 	}
 	if s.stream.Load() == nil {
 		why = append(why, "stream: not started (draining the queue tables)")

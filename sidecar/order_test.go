@@ -407,3 +407,19 @@ func TestPermissionErrorIsRetried(t *testing.T) {
 		return !strings.Contains(body, "apply: ")
 	})
 }
+
+// TestSecondSidecarNamesTheHolder: a second sidecar on the same slot is not
+// ready, and /readyz names the connection that holds the slot.
+func TestSecondSidecarNamesTheHolder(t *testing.T) {
+	e := newE2E(t)
+	first := e.start(t, t, nil)
+	eventually(t, "the first sidecar to be ready", func() bool { code, _ := first.get(t, "/readyz"); return code == 200 })
+	second := e.start(t, t, nil)
+	eventually(t, "the second sidecar to name the slot's holder", func() bool {
+		code, body := second.get(t, "/readyz")
+		return code == 503 && strings.Contains(body, "is held by another connection (server PID")
+	})
+	if code, body := first.get(t, "/readyz"); code != 200 {
+		t.Errorf("the first sidecar: %d %s", code, body)
+	}
+}

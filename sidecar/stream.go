@@ -193,6 +193,17 @@ type Stats struct {
 	SubAborts           uint64 // streamed subtransactions aborted (their changes dropped)
 }
 
+// PID returns the server process of the live replication connection, 0
+// when there is none.
+func (s *Stream) PID() uint32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn == nil {
+		return 0
+	}
+	return s.conn.PID()
+}
+
 // Stats returns the stream's current counters.
 func (s *Stream) Stats() Stats {
 	s.mu.Lock()
