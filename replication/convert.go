@@ -399,7 +399,7 @@ func (c *converter) fill(ctx context.Context, upto, after decoder.LSN) error {
 		case *decoder.Begin:
 			txn = txn[:0]
 		case *decoder.Insert:
-			r := queueRow{table: registry.TableName{Schema: m.Relation.Namespace, Name: m.Relation.Name}, cols: map[string]*string{}}
+			r := queueRow{table: registry.TableName{Schema: m.Relation.Namespace, Name: m.Relation.Name}, cols: map[string]any{}}
 			for i, col := range m.Relation.Columns {
 				if i >= len(m.New.Columns) || m.New.Columns[i].IsNull() {
 					r.cols[col.Name] = nil
@@ -409,8 +409,14 @@ func (c *converter) fill(ctx context.Context, upto, after decoder.LSN) error {
 				if err := dec.Scan(m.Relation, &m.New, i, &b); err != nil {
 					return fmt.Errorf("decode a row of %s: %w", r.table, err)
 				}
-				v := string(b)
-				r.cols[col.Name] = &v
+				// json_populate_record casts a JSON string to the column's
+				// type, but stores one as it is in a json or jsonb column:
+				// those values go in as the JSON they are.
+				if col.TypeOID == jsonOID || col.TypeOID == jsonbOID {
+					r.cols[col.Name] = json.RawMessage(b)
+				} else {
+					r.cols[col.Name] = string(b)
+				}
 			}
 			txn = append(txn, r)
 		case *decoder.Commit:
@@ -431,11 +437,17 @@ func (c *converter) fill(ctx context.Context, upto, after decoder.LSN) error {
 }
 
 // queueRow is a queue row read from the master's stream: its columns as
-// text, NULL as nil.
+// text (JSON as json.RawMessage), NULL as nil.
 type queueRow struct {
 	table registry.TableName
-	cols  map[string]*string
+	cols  map[string]any
 }
+
+// The type OIDs of json and jsonb.
+const (
+	jsonOID  = 114
+	jsonbOID = 3802
+)
 
 // insert adds one master transaction's queue rows to the slave's queue
 // tables, and records them as done, in one slave transaction.

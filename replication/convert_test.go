@@ -29,19 +29,21 @@ func legacyNames(n Names) Names {
 // queueReader stands in for the sidecar: it takes the rows out of the
 // slave's delete queue as they arrive and counts how often it saw each id.
 type queueReader struct {
-	mu   sync.Mutex
-	seen map[string]int
+	mu    sync.Mutex
+	seen  map[string]int
+	types map[string]int // jsonb_typeof(pk) of the rows read
 }
 
 func (r *queueReader) run(ctx context.Context, pool *pgxpool.Pool) {
 	for ctx.Err() == nil {
-		rows, err := pool.Query(ctx, "DELETE FROM pgoutpost.delete_queue RETURNING id::text")
+		rows, err := pool.Query(ctx, "DELETE FROM pgoutpost.delete_queue RETURNING id::text, jsonb_typeof(pk)")
 		if err == nil {
 			for rows.Next() {
-				var id string
-				if rows.Scan(&id) == nil {
+				var id, typ string
+				if rows.Scan(&id, &typ) == nil {
 					r.mu.Lock()
 					r.seen[id]++
+					r.types[typ]++
 					r.mu.Unlock()
 				}
 			}
@@ -72,7 +74,7 @@ func TestConvertLegacyLayout(t *testing.T) {
 		t.Fatalf("create on the legacy layout = %v, want ErrLegacyLayout", err)
 	}
 
-	reader := &queueReader{seen: map[string]int{}}
+	reader := &queueReader{seen: map[string]int{}, types: map[string]int{}}
 	rctx, stopReader := context.WithCancel(ctx)
 	readerDone := make(chan struct{})
 	go func() { defer close(readerDone); reader.run(rctx, p.spool) }()
@@ -159,6 +161,10 @@ func TestConvertLegacyLayout(t *testing.T) {
 	}
 	if dup > 0 || len(reader.seen) != len(masterIDs) {
 		t.Errorf("queue rows: master %d, read on the slave %d, read twice %d", len(masterIDs), len(reader.seen), dup)
+	}
+	// Copied rows are the master's rows, keys as JSON objects.
+	if len(reader.types) != 1 || reader.types["object"] == 0 {
+		t.Errorf("the slave's queue rows have keys of JSON types %v, want objects only", reader.types)
 	}
 	reader.mu.Unlock()
 	waitValue(t, p.spool, fmt.Sprintf("c%d", writes), "SELECT name FROM cat WHERE id = 1")
