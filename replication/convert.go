@@ -75,7 +75,13 @@ func ConvertLegacy(ctx context.Context, db DB, names Names, conninfo string) ([]
 			return nil, err
 		}
 		if err := c.fill(ctx, upto, c.queue.origin); err != nil {
-			return nil, err
+			if c.filled == 0 { // nothing recorded: back to where it was
+				for _, n := range []string{c.queue.name, dataName} {
+					_, _ = db.Exec(context.WithoutCancel(ctx), "ALTER SUBSCRIPTION "+ident(n)+" ENABLE")
+				}
+				return nil, fmt.Errorf("convert subscription %s: %w (both subscriptions are enabled again, as they were)", c.queue.name, err)
+			}
+			return nil, fmt.Errorf("convert subscription %s: %w (replication of this slave is held until the conversion goes on: fix this and run `pgoutpost subscription update` again)", c.queue.name, err)
 		}
 		m = []string{"", upto.String(), "", "done"}
 	}
@@ -274,6 +280,16 @@ func (c *converter) freeze(ctx context.Context, dataName string) (upto decoder.L
 	if err := c.newDataTables(ctx, master, dataName); err != nil {
 		return 0, err
 	}
+	var walStatus *string
+	err = master.QueryRow(ctx, "SELECT wal_status FROM pg_catalog.pg_replication_slots WHERE slot_name = $1", c.queue.slot).Scan(&walStatus)
+	if errors.Is(err, pgx.ErrNoRows) || err == nil && walStatus != nil && *walStatus == "lost" {
+		return 0, fmt.Errorf("convert subscription %s: %w: its slot %s on the master is missing or lost, so the queue rows between the two subscriptions' positions cannot be read from it; "+
+			"drop subscription %s (DROP SUBSCRIPTION, with slot_name = NONE first) and run `pgoutpost subscription update` again: the queue entries the slave has not received are lost",
+			c.queue.name, ErrLegacyLayout, c.queue.slot, c.queue.name)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read slot %s on the master: %w", c.queue.slot, err)
+	}
 
 	if err := c.disable(ctx, c.queue.name); err != nil {
 		return 0, err
@@ -457,6 +473,23 @@ func (c *converter) insert(ctx context.Context, rows []queueRow, upto, end decod
 		return err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck
+	// Two conversions at once must not both copy a transaction: the second
+	// finds it recorded and skips it.
+	var comment *string
+	if err := tx.QueryRow(ctx, `SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgoutpost merge ' || $1::text)),
+		pg_catalog.obj_description($2::oid, 'pg_subscription')`, c.queue.name, c.queue.oid).Scan(nil, &comment); err != nil {
+		return fmt.Errorf("lock the conversion of subscription %s: %w", c.queue.name, err)
+	}
+	if comment != nil {
+		if m := mergeComment.FindStringSubmatch(*comment); m != nil {
+			if m[3] != "" {
+				return nil
+			}
+			if done, err := pglogrepl.ParseLSN(m[2]); err == nil && decoder.LSN(done) >= end {
+				return nil
+			}
+		}
+	}
 	for _, r := range rows {
 		js, err := json.Marshal(r.cols)
 		if err != nil {
@@ -517,8 +550,12 @@ func (c *converter) swap(ctx context.Context, dataName string, upto decoder.LSN)
 	}
 	slot := dataName
 	if _, ok := have[old]; ok {
-		if err := c.db.QueryRow(ctx, "SELECT subslotname FROM pg_catalog.pg_subscription WHERE subname = $1 AND subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())", old).Scan(&slot); err != nil {
+		var cur *string // NULL once slot_name = NONE was set before a crash
+		if err := c.db.QueryRow(ctx, "SELECT subslotname FROM pg_catalog.pg_subscription WHERE subname = $1 AND subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())", old).Scan(&cur); err != nil {
 			return nil, fmt.Errorf("read the slot of subscription %s: %w", old, err)
+		}
+		if cur != nil {
+			slot = *cur
 		}
 	}
 	if !exists {

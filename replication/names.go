@@ -31,11 +31,11 @@ type PublicationSpec struct {
 // SubscriptionSpec is one subscription on a slave.
 type SubscriptionSpec struct {
 	Name string
-	// Publications are the publications it carries, NoCopy ones first.
+	// Publications are the publications it carries.
 	Publications []string
 	// NoCopy are the publications whose tables are never copied: the queue
-	// (history is not work). The subscription is created over them with
-	// copy_data = false and the others are added with copy_data = true;
+	// (history is not work). The subscription is created over the others
+	// with copy_data = true and these are added with copy_data = false;
 	// PostgreSQL copies only the tables a subscription does not know yet.
 	NoCopy []string
 	// SynchronousCommit is the subscription's synchronous_commit: on for the

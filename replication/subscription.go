@@ -123,15 +123,27 @@ func CreateSubscriptions(ctx context.Context, db DB, names Names, conninfo strin
 	return out, errors.Join(errs...)
 }
 
-// createSubscription creates s over its NoCopy publications first, without
-// a copy, then adds the others with their initial copy: PostgreSQL copies
-// only the tables a subscription does not know yet, so the queue's history
-// is never copied. Were the second step to fail, `subscription update` adds
-// the missing publications the same way.
+// createSubscription creates s over the publications it copies, then adds
+// the NoCopy ones (the queue) without a copy: PostgreSQL copies only the
+// tables a subscription does not know yet, so the queue's history is never
+// copied, and the queue never runs before the data tables belong to the
+// subscription (while they are copied the sidecar waits). Queue entries of
+// the moment between the two steps are history to this new slave: its
+// tables' copies start later and hold their effects. When the second step
+// fails the subscription is dropped again, so that a slave never runs with
+// data but no queue.
 func createSubscription(ctx context.Context, db DB, s SubscriptionSpec, conninfo string) error {
-	first, copyFirst := s.NoCopy, false
+	var first, rest []string
+	for _, p := range s.Publications {
+		if s.copies(p) {
+			first = append(first, p)
+		} else {
+			rest = append(rest, p)
+		}
+	}
+	copyFirst := true
 	if len(first) == 0 {
-		first, copyFirst = s.Publications, true
+		first, rest, copyFirst = rest, nil, false
 	}
 	err := withConn(ctx, db, func(q querier) error {
 		// CREATE SUBSCRIPTION takes no parameters: let the server quote the
@@ -152,39 +164,38 @@ func createSubscription(ctx context.Context, db DB, s SubscriptionSpec, conninfo
 	if err != nil {
 		return fmt.Errorf("create subscription %s (master %s): %w", s.Name, connstr.Redact(conninfo), explain(scrubError(err, conninfo), s))
 	}
-	var rest []string
-	for _, p := range s.Publications {
-		if !slices.Contains(first, p) {
-			rest = append(rest, p)
-		}
-	}
 	if len(rest) == 0 {
 		return nil
 	}
-	if _, err := db.Exec(ctx, "ALTER SUBSCRIPTION "+ident(s.Name)+" ADD PUBLICATION "+publicationList(rest)+" WITH (copy_data = true)"); err != nil {
-		return fmt.Errorf("add publications %s to subscription %s: %w", strings.Join(rest, ", "), s.Name, explain(scrubError(err, conninfo), s))
+	if _, err := db.Exec(ctx, "ALTER SUBSCRIPTION "+ident(s.Name)+" ADD PUBLICATION "+publicationList(rest)+" WITH (copy_data = false)"); err != nil {
+		err = fmt.Errorf("add publications %s to subscription %s: %w", strings.Join(rest, ", "), s.Name, explain(scrubError(err, conninfo), s))
+		if _, derr := db.Exec(context.WithoutCancel(ctx), "DROP SUBSCRIPTION "+ident(s.Name)); derr != nil {
+			return fmt.Errorf("%w; and dropping the half-made subscription failed too, drop it by hand: %v", err, scrubError(derr, conninfo))
+		}
+		return fmt.Errorf("%w (the subscription was dropped again: nothing changed)", err)
 	}
 	return nil
 }
 
 // quietly runs stmt, which holds conninfo, with the server's statement
 // logging off. The server logs a failing statement (log_min_error_statement)
-// and maybe every DDL statement (log_statement): either would write the
-// password into the slave's server log. Only a superuser, or a role granted
-// SET on both parameters, may turn them off; for anyone else a conninfo
+// and maybe every DDL statement (log_statement) or every slow one
+// (log_min_duration_*): any would write the password into the slave's server
+// log. Only a superuser, or a role granted SET on these parameters, may turn
+// them off; for anyone else a conninfo
 // with a password is not sent at all (ErrLogWouldShowPassword).
 func quietly(ctx context.Context, q querier, stmt, conninfo string) error {
-	if _, err := q.Exec(ctx, "SET log_min_error_statement = panic; SET log_statement = none"); err != nil {
+	if _, err := q.Exec(ctx, "SET log_min_error_statement = panic; SET log_statement = none; SET log_min_duration_statement = -1; SET log_min_duration_sample = -1"); err != nil {
 		if len(connstr.Secrets(conninfo)) > 0 {
 			return fmt.Errorf("%w: this role may not turn the slave's statement logging off for its session (%v); "+
-				"run the command as a superuser, or GRANT SET ON PARAMETER log_min_error_statement, log_statement TO the role, "+
+				"run the command as a superuser, or GRANT SET ON PARAMETER log_min_error_statement, log_statement, log_min_duration_statement, log_min_duration_sample TO the role, "+
 				"or give the slave's server the password in a passfile (passfile= in the conninfo) instead", ErrLogWouldShowPassword, err)
 		}
 		_, err := q.Exec(ctx, stmt)
 		return err
 	}
 	_, err := q.Exec(ctx, stmt)
-	_, _ = q.Exec(ctx, "RESET log_min_error_statement; RESET log_statement")
+	_, _ = q.Exec(ctx, "RESET log_min_error_statement; RESET log_statement; RESET log_min_duration_statement; RESET log_min_duration_sample")
 	return err
 }
 

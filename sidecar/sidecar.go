@@ -341,8 +341,18 @@ func (s *Sidecar) loop(parent, ctx context.Context) error {
 			// Entries committed while the slot was gone are in no stream:
 			// prepare creates the slot when missing and drains the queue
 			// tables before the stream starts again.
-			s.log.Warn("replication slot lost while running; draining the queue tables before streaming again", "slot", s.opts.Slot, "err", err)
 			s.metrics.slotRecoveries.Inc()
+			// Not at once: a slot that the stream keeps missing (its DSN
+			// names another server than the pool's) must not spin.
+			wait := backoff.next()
+			s.log.Warn("replication slot lost while running; draining the queue tables before streaming again", "slot", s.opts.Slot, "err", err, "retry_in", wait)
+			select {
+			case <-parent.Done():
+				return nil
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
 			continue
 		}
 		var perm *permanentError

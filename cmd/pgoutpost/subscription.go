@@ -74,9 +74,10 @@ Creates, on a slave, its subscription to the master if it is missing, after
 checking that the master has every publication it names. One subscription
 carries the queue, system and model publications, so the slave applies every
 master transaction in master commit order, queue rows together with the rows
-they describe: it is created over the queue publication without a copy (the
-slave sees the entries committed from now on; synchronous_commit = on), then
-the other publications are added with the initial copy of their tables. Its
+they describe: it is created over the system and model publications with the
+initial copy of their tables, then the queue publication is added without a
+copy (the slave sees the entries committed from then on; synchronous_commit =
+on). Its
 name carries the environment, so several slaves of one master never clash.
 The master's connection comes from master: in the configuration or from the
 flags; no password is printed or written to the server log.`
