@@ -13,10 +13,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/pgoutpost/pgoutpost/internal/pgtest"
-	"github.com/pgoutpost/pgoutpost/queue"
-	"github.com/pgoutpost/pgoutpost/registry"
 )
 
 // Sizes of the workload of BenchmarkSubscriptionLayout: layoutChanges rows
@@ -90,7 +86,7 @@ func BenchmarkSubscriptionLayout(b *testing.B) {
 func runLayout(b *testing.B, layout func(Names) Names) layoutResult {
 	b.StopTimer()
 	reg := testRegistry(nil)
-	p := layoutPair(b, reg)
+	p := newPair(b, reg)
 	names := layout(p.names)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -156,33 +152,6 @@ func runLayout(b *testing.B, layout func(Names) Names) layoutResult {
 		cpu:        cpu * 100_000 / layoutChanges,
 		catchUp:    catchUp,
 	}
-}
-
-// layoutPair is newPair for a benchmark: a master and a slave database with
-// testSchema and the queue tables (master triggers for reg's models). The
-// master's database is created first so that it is dropped last, after the
-// slave's subscriptions are gone.
-func layoutPair(b *testing.B, reg *registry.Registry) *pair {
-	b.Helper()
-	p := &pair{master: pgtest.NewDB(b, pgtest.Master(b))}
-	p.slave = pgtest.NewDB(b, pgtest.Slave(b))
-	pgtest.Exec(b, p.master.DSN, testSchema)
-	pgtest.Exec(b, p.slave.DSN, testSchema)
-	p.mpool = pgtest.Pool(b, p.master.DSN)
-	p.spool = pgtest.Pool(b, p.slave.DSN)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if _, err := queue.Install(ctx, p.mpool, queue.InstallOptions{Role: queue.RoleMaster, Registry: reg}, false); err != nil {
-		b.Fatalf("queue install on the master: %v", err)
-	}
-	if _, err := queue.Install(ctx, p.spool, queue.InstallOptions{Role: queue.RoleSlave}, false); err != nil {
-		b.Fatalf("queue install on the slave: %v", err)
-	}
-	var err error
-	if p.names, err = NewNames("pgoutpost", "", p.slave.Name); err != nil {
-		b.Fatal(err)
-	}
-	return p
 }
 
 // dropSubscriptions drops the subscriptions of names on the slave, and with

@@ -73,7 +73,7 @@ type pair struct {
 
 // newPair creates a master and a slave database with testSchema and the
 // queue tables (master triggers for reg's models).
-func newPair(t *testing.T, reg *registry.Registry) *pair {
+func newPair(t testing.TB, reg *registry.Registry) *pair {
 	t.Helper()
 	// The master's database is created first so that it is dropped last,
 	// after the slave's subscriptions are gone.
@@ -97,7 +97,7 @@ func newPair(t *testing.T, reg *registry.Registry) *pair {
 	return p
 }
 
-func ctxT(t *testing.T, d time.Duration) context.Context {
+func ctxT(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx

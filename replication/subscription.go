@@ -471,15 +471,22 @@ func StateName(s string) string {
 }
 
 func readSyncStates(ctx context.Context, q querier, subs []string) ([]SyncState, error) {
+	return syncStates(ctx, q, "AND s.subname = ANY($1)", subs)
+}
+
+// syncStates reads pg_subscription_rel for the current database's
+// subscriptions that match the condition cond (on s, pg_subscription, and r,
+// pg_subscription_rel) with args.
+func syncStates(ctx context.Context, q querier, cond string, args ...any) ([]SyncState, error) {
 	rows, err := q.Query(ctx, `
 		SELECT s.subname, n.nspname, c.relname, r.srsubstate::text
-		FROM pg_subscription s
-		JOIN pg_subscription_rel r ON r.srsubid = s.oid
-		JOIN pg_class c ON c.oid = r.srrelid
-		JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-		  AND s.subname = ANY($1)
-		ORDER BY 1, 2, 3`, subs)
+		FROM pg_catalog.pg_subscription s
+		JOIN pg_catalog.pg_subscription_rel r ON r.srsubid = s.oid
+		JOIN pg_catalog.pg_class c ON c.oid = r.srrelid
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE s.subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+		  `+cond+`
+		ORDER BY 1, 2, 3`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read table sync states: %w", err)
 	}
@@ -643,22 +650,5 @@ func syncReason(ctx context.Context, q querier, t registry.TableName) (hasRows b
 // sidecar applies no queue entry while there is one, since a cascade or an
 // event could read a table whose rows are not all there.
 func CopyingTables(ctx context.Context, db DB) ([]SyncState, error) {
-	rows, err := db.Query(ctx, `
-		SELECT s.subname, n.nspname, c.relname, r.srsubstate::text
-		FROM pg_catalog.pg_subscription s
-		JOIN pg_catalog.pg_subscription_rel r ON r.srsubid = s.oid
-		JOIN pg_catalog.pg_class c ON c.oid = r.srrelid
-		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		WHERE s.subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
-		  AND r.srsubstate <> 'r'
-		ORDER BY 1, 2, 3`)
-	if err != nil {
-		return nil, fmt.Errorf("read the subscriptions' table states: %w", err)
-	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (SyncState, error) {
-		var s SyncState
-		err := r.Scan(&s.Subscription, &s.Table.Schema, &s.Table.Name, &s.State)
-		s.TableName = s.Table.String()
-		return s, err
-	})
+	return syncStates(ctx, db, "AND r.srsubstate <> 'r'")
 }

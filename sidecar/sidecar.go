@@ -337,30 +337,22 @@ func (s *Sidecar) loop(parent, ctx context.Context) error {
 		if errors.Is(err, errSlotLost) {
 			continue // prepare's ensureSlot drops and recreates the slot
 		}
-		if errors.Is(err, ErrSlotMissing) || errors.Is(err, ErrSlotReplaced) {
-			// Entries committed while the slot was gone are in no stream:
-			// prepare creates the slot when missing and drains the queue
-			// tables before the stream starts again.
-			s.metrics.slotRecoveries.Inc()
-			// Not at once: a slot that the stream keeps missing (its DSN
-			// names another server than the pool's) must not spin.
-			wait := backoff.next()
-			s.log.Warn("replication slot lost while running; draining the queue tables before streaming again", "slot", s.opts.Slot, "err", err, "retry_in", wait)
-			select {
-			case <-parent.Done():
-				return nil
-			case <-ctx.Done():
-				return nil
-			case <-time.After(wait):
-			}
-			continue
-		}
 		var perm *permanentError
 		if errors.As(err, &perm) {
 			return perm.err
 		}
 		wait := backoff.next()
-		s.log.Warn("sidecar loop interrupted; retrying", "err", err, "retry_in", wait)
+		if errors.Is(err, ErrSlotMissing) || errors.Is(err, ErrSlotReplaced) {
+			// Entries committed while the slot was gone are in no stream:
+			// prepare creates the slot when missing and drains the queue
+			// tables before the stream starts again. Not at once: a slot
+			// that the stream keeps missing (its DSN names another server
+			// than the pool's) must not spin.
+			s.metrics.slotRecoveries.Inc()
+			s.log.Warn("replication slot lost while running; draining the queue tables before streaming again", "slot", s.opts.Slot, "err", err, "retry_in", wait)
+		} else {
+			s.log.Warn("sidecar loop interrupted; retrying", "err", err, "retry_in", wait)
+		}
 		select {
 		case <-parent.Done():
 			return nil
