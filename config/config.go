@@ -1,6 +1,7 @@
 package config
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -208,6 +209,28 @@ func Load(path string) (*Config, error) {
 		return nil, &InvalidError{Problems: []error{fmt.Errorf("read configuration: %w", err)}}
 	}
 	return Parse(path, data, os.LookupEnv)
+}
+
+// LoadContext is Load that returns ctx's error when ctx ends first: opening
+// or reading a FIFO, or a file on a hung network mount, blocks, and a signal
+// must still stop the command. (The blocked read is left to the exiting
+// process.)
+func LoadContext(ctx context.Context, path string) (*Config, error) {
+	type result struct {
+		c   *Config
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := Load(path)
+		done <- result{c, err}
+	}()
+	select {
+	case r := <-done:
+		return r.c, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("read configuration %s: %w", path, ctx.Err())
+	}
 }
 
 // MaxFileBytes bounds the size of a configuration file; a real one is a few

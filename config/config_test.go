@@ -1,12 +1,14 @@
 package config
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -397,5 +399,23 @@ func TestBoundedInput(t *testing.T) {
 	}
 	if _, err := Load("/dev/zero"); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Errorf("/dev/zero: %v", err)
+	}
+}
+
+// TestLoadContextFIFO: a configuration path that blocks (a FIFO with no
+// writer) does not keep a cancelled command from stopping.
+func TestLoadContextFIFO(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "sidecar.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := LoadContext(ctx, fifo); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("LoadContext of a FIFO without a writer: %v, want the context's error", err)
+	}
+	// Let the blocked open finish so the goroutine ends with the test.
+	if f, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+		f.Close()
 	}
 }

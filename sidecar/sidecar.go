@@ -247,7 +247,10 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			return fmt.Errorf("listen on %s: %w", s.opts.Listen, err)
 		}
 		s.addr <- ln.Addr()
-		srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		// Bounded reads, writes and idle connections: a client that opens
+		// connections and sends nothing must not hold them.
+		srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
 		g.Go(func() error {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("serve http on %s: %w", s.opts.Listen, err)

@@ -67,7 +67,7 @@ grace period.`, &g)
 	if err != nil {
 		return err
 	}
-	cfg, err := config.Load(g.config)
+	cfg, err := config.LoadContext(ctx, g.config)
 	if err != nil {
 		return err
 	}

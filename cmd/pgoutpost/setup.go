@@ -39,7 +39,7 @@ func openRepl(ctx context.Context, e *env, g *globalFlags, cmd string, want conf
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := config.Load(g.config)
+	cfg, err := config.LoadContext(ctx, g.config)
 	if err != nil {
 		return nil, err
 	}
