@@ -183,26 +183,40 @@ type Status struct {
 	DeadLetters []DeadLetterEntry `json:"dead_letters"` // the latest, newest first
 }
 
-// Depths returns the depth of each queue table that exists (the seed queues
-// only with seed), with the age of its oldest entry (by the time in its
-// UUIDv7 id, or created_at for seed rows) and its number of dead letters.
-// It is cheap enough for a metrics scrape on a short queue; on a long one
-// count(*) reads the whole table.
-func Depths(ctx context.Context, db querier, seed bool) ([]QueueDepth, error) {
+// existingQueues returns the queues whose table exists: pgoutpost's two,
+// and the seed's with seed.
+func existingQueues(ctx context.Context, db querier, seed bool) ([]string, error) {
 	queues := []string{QueueDelete, QueueDenormalize}
 	if seed {
 		queues = append(queues, QueueSeedDelete, QueueSeedDenormalize)
 	}
-	var out []QueueDepth
+	var out []string
 	for _, q := range queues {
 		qt, _ := queueTable(q)
 		exists, err := tableExists(ctx, db, qt)
 		if err != nil {
 			return nil, err
 		}
-		if !exists {
-			continue
+		if exists {
+			out = append(out, q)
 		}
+	}
+	return out, nil
+}
+
+// Depths returns the depth of each queue table that exists (the seed queues
+// only with seed), with the age of its oldest entry (by the time in its
+// UUIDv7 id, or created_at for seed rows) and its number of dead letters.
+// It is cheap enough for a metrics scrape on a short queue; on a long one
+// count(*) reads the whole table.
+func Depths(ctx context.Context, db querier, seed bool) ([]QueueDepth, error) {
+	queues, err := existingQueues(ctx, db, seed)
+	if err != nil {
+		return nil, err
+	}
+	var out []QueueDepth
+	for _, q := range queues {
+		qt, _ := queueTable(q)
 		d := QueueDepth{Queue: q, Table: qt.String()}
 		var oldest *time.Time
 		var now time.Time

@@ -89,21 +89,13 @@ func parseTimestamptz(s string) (time.Time, error) {
 // WaitingIDs returns the ids of up to limit entries of each queue table
 // (the seed's too with seed), each as "queue/id", for the sidecar's sweep.
 func WaitingIDs(ctx context.Context, db querier, seed bool, limit int) ([]string, error) {
-	queues := []string{QueueDelete, QueueDenormalize}
-	if seed {
-		queues = append(queues, QueueSeedDelete, QueueSeedDenormalize)
+	queues, err := existingQueues(ctx, db, seed)
+	if err != nil {
+		return nil, err
 	}
 	var out []string
 	for _, q := range queues {
 		qt, _ := queueTable(q)
-		if seed {
-			if ok, err := tableExists(ctx, db, qt); err != nil || !ok {
-				if err != nil {
-					return nil, err
-				}
-				continue
-			}
-		}
 		rows, err := db.Query(ctx, "SELECT $1::text || '/' || id::text FROM "+qt.Sanitize()+" ORDER BY id LIMIT $2", q, limit)
 		if err != nil {
 			return nil, fmt.Errorf("read the entries waiting in %s: %w", qt, err)

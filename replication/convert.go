@@ -13,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgoutpost/pgoutpost/decoder"
-	"github.com/pgoutpost/pgoutpost/internal/connstr"
 	"github.com/pgoutpost/pgoutpost/registry"
 )
 
@@ -241,14 +240,6 @@ func (c *converter) subPosition(ctx context.Context, master *pgx.Conn, name stri
 	return origin, confirmed, nil
 }
 
-func (c *converter) connectMaster(ctx context.Context) (*pgx.Conn, error) {
-	conn, err := pgx.Connect(ctx, c.conninfo)
-	if err != nil {
-		return nil, fmt.Errorf("connect to the master (%s): %w", connstr.Redact(c.conninfo), scrubError(err, c.conninfo))
-	}
-	return conn, nil
-}
-
 // freeze stops the queue subscription, lets the data subscription pass it
 // and stops it too; it returns S, where the merged subscription takes over.
 // On a failure before the data subscription stops, the queue subscription is
@@ -272,7 +263,7 @@ func (c *converter) freeze(ctx context.Context, dataName string) (upto decoder.L
 				c.queue.name, ErrLegacyLayout, st.TableName, st.Subscription, StateName(st.State))
 		}
 	}
-	master, err := c.connectMaster(ctx)
+	master, err := connectMaster(ctx, c.conninfo)
 	if err != nil {
 		return 0, err
 	}
@@ -375,7 +366,7 @@ func (c *converter) newDataTables(ctx context.Context, master *pgx.Conn, dataNam
 // transactions that end after `after` and at or before upto, one slave
 // transaction per master transaction, each recording its progress.
 func (c *converter) fill(ctx context.Context, upto, after decoder.LSN) error {
-	master, err := c.connectMaster(ctx)
+	master, err := connectMaster(ctx, c.conninfo)
 	if err != nil {
 		return err
 	}
@@ -549,14 +540,8 @@ func (c *converter) swap(ctx context.Context, dataName string, upto decoder.LSN)
 		return c.dropQueue(ctx, out)
 	}
 	slot := dataName
-	if _, ok := have[old]; ok {
-		var cur *string // NULL once slot_name = NONE was set before a crash
-		if err := c.db.QueryRow(ctx, "SELECT subslotname FROM pg_catalog.pg_subscription WHERE subname = $1 AND subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())", old).Scan(&cur); err != nil {
-			return nil, fmt.Errorf("read the slot of subscription %s: %w", old, err)
-		}
-		if cur != nil {
-			slot = *cur
-		}
+	if o, ok := have[old]; ok && o.slot != nil { // nil once slot_name = NONE was set before a crash
+		slot = *o.slot
 	}
 	if !exists {
 		err := withConn(ctx, c.db, func(q querier) error {

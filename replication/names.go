@@ -63,6 +63,9 @@ type Names struct {
 	// triggers may both write entries: the slaves must keep receiving the
 	// seed's until the last one is processed.
 	SeedQueues bool
+	// seedQueuePub is the publication that carries the seed's queue tables
+	// while SeedQueues is on.
+	seedQueuePub string
 	// Legacy are the subscriptions of the two-subscription layout of
 	// earlier versions (one for data, one for the queue), which
 	// `subscription update` converts; empty with the seed's names, whose
@@ -155,7 +158,8 @@ func NewNames(prefix, seedSlug, environment string) (Names, error) {
 				{Name: seedSlug + "_upsert_sub", Publications: []string{seedSlug + "_queue_pub", seedSlug + "_upsert_pub"},
 					NoCopy: []string{seedSlug + "_queue_pub"}, SynchronousCommit: true},
 			},
-			Legacy: LegacyNames{Queue: seedSlug + "_" + env + "_queue_sub"},
+			seedQueuePub: seedSlug + "_upsert_pub", // where the seed published them
+			Legacy:       LegacyNames{Queue: seedSlug + "_" + env + "_queue_sub"},
 		}
 	} else {
 		if prefix == "" {
@@ -169,7 +173,8 @@ func NewNames(prefix, seedSlug, environment string) (Names, error) {
 				{Name: prefix + "_" + env, Publications: []string{prefix + "_queue", prefix + "_system", prefix + "_delete"},
 					NoCopy: []string{prefix + "_queue"}, SynchronousCommit: true},
 			},
-			Legacy: LegacyNames{Data: prefix + "_" + env + "_data", Queue: prefix + "_" + env + "_queue"},
+			seedQueuePub: prefix + "_queue",
+			Legacy:       LegacyNames{Data: prefix + "_" + env + "_data", Queue: prefix + "_" + env + "_queue"},
 		}
 	}
 	for _, s := range n.Subscriptions() {

@@ -139,8 +139,8 @@ func desired(reg *registry.Registry, names Names, queueTables []registry.TableNa
 	}
 	for _, q := range queueTables {
 		pub := names.Queue.Name
-		if (q == registry.SeedDeleteQueue || q == registry.SeedDenormalizeQueue) && names.Legacy.Data == "" {
-			pub = names.Delete.Name // the seed's names: where the seed published them
+		if q == registry.SeedDeleteQueue || q == registry.SeedDenormalizeQueue {
+			pub = names.seedQueuePub
 		}
 		out[pub] = append(out[pub], &registry.Table{Name: q})
 	}

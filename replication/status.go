@@ -246,25 +246,19 @@ func (r *Report) readQueues(ctx context.Context, db DB, checks SlaveChecks) erro
 		return nil
 	}
 	r.Queues = map[string]int64{}
-	for _, t := range []struct {
-		name  string
-		table string
-	}{{registry.DeleteQueue.String(), registry.DeleteQueue.Sanitize()}, {registry.DenormalizeQueue.String(), registry.DenormalizeQueue.Sanitize()},
-		{registry.SeedDeleteQueue.String(), registry.SeedDeleteQueue.Sanitize()}, {registry.SeedDenormalizeQueue.String(), registry.SeedDenormalizeQueue.Sanitize()}} {
-		if t.name == registry.SeedDeleteQueue.String() || t.name == registry.SeedDenormalizeQueue.String() {
-			var exists bool
-			if err := db.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", t.table).Scan(&exists); err != nil {
-				return fmt.Errorf("read queues: %w", err)
-			}
-			if !exists { // no django-logical-replication here
-				continue
-			}
+	seed, err := existingTables(ctx, db, []registry.TableName{registry.SeedDeleteQueue, registry.SeedDenormalizeQueue})
+	if err != nil {
+		return err
+	}
+	for _, q := range []registry.TableName{registry.DeleteQueue, registry.DenormalizeQueue, registry.SeedDeleteQueue, registry.SeedDenormalizeQueue} {
+		if q.Schema != registry.QueueSchema && !seed[q] { // no django-logical-replication here
+			continue
 		}
 		var n int64
-		if err := db.QueryRow(ctx, "SELECT count(*) FROM "+t.table).Scan(&n); err != nil {
-			return fmt.Errorf("count %s: %w", t.name, err)
+		if err := db.QueryRow(ctx, "SELECT count(*) FROM "+q.Sanitize()).Scan(&n); err != nil {
+			return fmt.Errorf("count %s: %w", q, err)
 		}
-		r.Queues[t.name] = n
+		r.Queues[q.String()] = n
 	}
 	if r.Role == "master" {
 		return nil

@@ -21,11 +21,12 @@ type subState struct {
 	enabled           bool
 	publications      []string
 	synchronousCommit string
+	slot              *string // nil for slot_name = NONE
 }
 
 func readSubscriptions(ctx context.Context, q querier, names []string) (map[string]subState, error) {
 	rows, err := q.Query(ctx, `
-		SELECT subname, subenabled, subpublications::text[], subsynccommit
+		SELECT subname, subenabled, subpublications::text[], subsynccommit, subslotname
 		FROM pg_subscription
 		WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
 		  AND subname = ANY($1)`, names)
@@ -36,7 +37,7 @@ func readSubscriptions(ctx context.Context, q querier, names []string) (map[stri
 	for rows.Next() {
 		var name string
 		var s subState
-		if err := rows.Scan(&name, &s.enabled, &s.publications, &s.synchronousCommit); err != nil {
+		if err := rows.Scan(&name, &s.enabled, &s.publications, &s.synchronousCommit, &s.slot); err != nil {
 			return nil, fmt.Errorf("read subscriptions: %w", err)
 		}
 		out[name] = s
@@ -306,7 +307,7 @@ func UpdateSubscriptions(ctx context.Context, db DB, names Names, conninfo strin
 		}
 		copyOpt := " WITH (copy_data = " + fmt.Sprint(copyData) + ")"
 		if !samePublications(cur.publications, s.Publications) {
-			if err := waitPastNow(ctx, db, s.Name, conninfo); err != nil {
+			if err := waitPastNow(ctx, s.Name, cur.slot, conninfo); err != nil {
 				return out, err
 			}
 			// SET PUBLICATION refreshes too.
@@ -330,18 +331,13 @@ func UpdateSubscriptions(ctx context.Context, db DB, names Names, conninfo strin
 // change was written: restarted at a position from before a publication was
 // created, it fails on "publication does not exist" for good. Past the
 // present, every publication that exists now existed.
-func waitPastNow(ctx context.Context, db DB, sub, conninfo string) error {
-	var slot *string
-	if err := db.QueryRow(ctx, `SELECT subslotname FROM pg_catalog.pg_subscription
-		WHERE subname = $1 AND subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())`, sub).Scan(&slot); err != nil {
-		return fmt.Errorf("read the slot of subscription %s: %w", sub, err)
-	}
+func waitPastNow(ctx context.Context, sub string, slot *string, conninfo string) error {
 	if slot == nil {
 		return nil
 	}
-	master, err := pgx.Connect(ctx, conninfo)
+	master, err := connectMaster(ctx, conninfo)
 	if err != nil {
-		return fmt.Errorf("could not connect to the master (%s): %w", connstr.Redact(conninfo), scrubError(err, conninfo))
+		return err
 	}
 	defer master.Close(context.WithoutCancel(ctx))
 	var now string
@@ -396,15 +392,26 @@ func refreshCopies(ctx context.Context, db DB, s SubscriptionSpec, master master
 	return len(newQueue) == 0, nil
 }
 
+// connectMaster opens a connection to the master from pgoutpost itself (the
+// slave's server connects with the same conninfo); the error never shows
+// the password.
+func connectMaster(ctx context.Context, conninfo string) (*pgx.Conn, error) {
+	conn, err := pgx.Connect(ctx, conninfo)
+	if err != nil {
+		return nil, fmt.Errorf("could not connect to the master (%s): %w", connstr.Redact(conninfo), scrubError(err, conninfo))
+	}
+	return conn, nil
+}
+
 // masterPublications are the tables of the master's publications, by name.
 type masterPublications map[string][]registry.TableName
 
 // readMasterPublications connects to the master and reads the tables of
 // pubs; a publication the master does not have is an error naming it.
 func readMasterPublications(ctx context.Context, conninfo string, pubs []string) (masterPublications, error) {
-	conn, err := pgx.Connect(ctx, conninfo)
+	conn, err := connectMaster(ctx, conninfo)
 	if err != nil {
-		return nil, fmt.Errorf("could not connect to the master (%s) to read its publications: %w", connstr.Redact(conninfo), scrubError(err, conninfo))
+		return nil, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	rows, err := conn.Query(ctx, `

@@ -144,7 +144,8 @@ func (s *Sidecar) probeOnce(ctx context.Context, reconnects *uint64) {
 	m.ready.Set(boolGauge(len(s.notReady(now)) == 0))
 }
 
-// probeDB reads the slot and the queue depths and sets their gauges.
+// probeDB reads the slot, the queue depths and dead letters (queue.Depths)
+// and the tables being copied, and sets their gauges.
 func (s *Sidecar) probeDB(ctx context.Context, p *probeState) error {
 	m := s.metrics
 	var status, app *string
@@ -189,6 +190,7 @@ func (s *Sidecar) probeDB(ctx context.Context, p *probeState) error {
 	}
 	for _, d := range depths {
 		m.pending.WithLabelValues(d.Queue).Set(float64(d.Pending))
+		m.dead.WithLabelValues(d.Queue).Set(float64(d.DeadLetters))
 		p.queueLag = max(p.queueLag, d.OldestAge)
 	}
 	m.queueLag.Set(p.queueLag.Seconds())
@@ -197,28 +199,6 @@ func (s *Sidecar) probeDB(ctx context.Context, p *probeState) error {
 		return err
 	}
 	s.setCopying(tables)
-
-	rows, err := s.opts.DB.Query(ctx, "SELECT queue, count(*) FROM "+queue.DeadLetter.Sanitize()+" GROUP BY queue")
-	if err != nil {
-		return fmt.Errorf("count dead letters: %w", err)
-	}
-	dead := map[string]float64{queue.QueueDelete: 0, queue.QueueDenormalize: 0}
-	for rows.Next() {
-		var q string
-		var n int64
-		if err := rows.Scan(&q, &n); err != nil {
-			rows.Close()
-			return fmt.Errorf("count dead letters: %w", err)
-		}
-		dead[q] = float64(n)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("count dead letters: %w", err)
-	}
-	for q, n := range dead {
-		m.dead.WithLabelValues(q).Set(n)
-	}
 	return nil
 }
 

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -391,13 +390,12 @@ func (s *Sidecar) prepare(parent, ctx context.Context) error {
 	}
 	ctx, cancel := s.graceContext(parent, ctx)
 	defer cancel()
-	_, err := s.drain(parent, ctx)
-	return err
+	return s.drain(parent, ctx)
 }
 
 // drain applies every entry waiting in the queue tables, oldest transaction
-// first, and returns how many it applied.
-func (s *Sidecar) drain(parent, ctx context.Context) (int, error) {
+// first.
+func (s *Sidecar) drain(parent, ctx context.Context) error {
 	n := 0
 	start := time.Now()
 	logged := start
@@ -409,26 +407,26 @@ func (s *Sidecar) drain(parent, ctx context.Context) (int, error) {
 		}
 		txns, err := s.opts.Processor.Pending(ctx, s.opts.BatchSize)
 		if err != nil {
-			return n, fmt.Errorf("read pending entries: %w", err)
+			return fmt.Errorf("read pending entries: %w", err)
 		}
 		if len(txns) == 0 {
 			break
 		}
 		if err := s.waitCopies(ctx); err != nil {
-			return n, err
+			return err
 		}
 		done, err := s.opts.Processor.Apply(ctx, txns)
 		for _, t := range txns[:done] {
 			n += len(t.Entries)
 		}
 		if err != nil {
-			return n, fmt.Errorf("apply pending entries: %w", err)
+			return fmt.Errorf("apply pending entries: %w", err)
 		}
 	}
 	if n > 0 {
 		s.log.Info("drained entries waiting in the queue tables", "entries", n, "took", time.Since(start).Round(time.Millisecond))
 	}
-	return n, nil
+	return nil
 }
 
 // waitCopies returns once no table of the slave's subscriptions is in its
@@ -782,7 +780,7 @@ type sweepMark struct {
 // are the to-do list, the stream only the signal" true while running, not
 // only at start.
 func (s *Sidecar) sweep(parent, ctx context.Context, st *Stream, mark *sweepMark) (*sweepMark, error) {
-	if mark != nil && st.Stats().Flush >= mark.wal && len(s.unfinished()) == 0 {
+	if mark != nil && st.Stats().Flush >= mark.wal && s.inflightCount() == 0 {
 		ids, err := queue.WaitingIDs(ctx, s.opts.DB, s.opts.SeedQueues, sweepLimit)
 		if err != nil {
 			return mark, err
@@ -796,7 +794,7 @@ func (s *Sidecar) sweep(parent, ctx context.Context, st *Stream, mark *sweepMark
 		if missed > 0 {
 			s.metrics.swept.Add(float64(missed))
 			s.log.Warn("the sweep found entries the stream never delivered; processing them", "entries", missed)
-			if _, err := s.drain(parent, ctx); err != nil {
+			if err := s.drain(parent, ctx); err != nil {
 				return nil, err
 			}
 		}
@@ -832,12 +830,11 @@ func (s *Sidecar) sweep(parent, ctx context.Context, st *Stream, mark *sweepMark
 // processes them all.
 const sweepLimit = 10000
 
-// unfinished returns the commit times of the transactions received and not
-// acknowledged.
-func (s *Sidecar) unfinished() []time.Time {
+// inflightCount is the number of transactions received and not acknowledged.
+func (s *Sidecar) inflightCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.Clone(s.inflight)
+	return len(s.inflight)
 }
 
 // waitVisible waits until the slave transactions xids are visible to new
