@@ -262,7 +262,7 @@ func (r *runner) checkValue(ctx context.Context, q pgx.Tx, w *work) error {
 	}
 	var ok bool
 	if err := q.QueryRow(ctx, w.rel.targetExists(), *w.value).Scan(&ok); err != nil {
-		if isDataError(err) {
+		if cascade.RowFault(err) {
 			w.res.Action, w.reason = ActionLeave, fmt.Sprintf("%s cannot apply: %v", w.res.Why, err)
 			return nil
 		}
@@ -407,14 +407,14 @@ func (r *runner) resolve(ctx context.Context, w *work) error {
 		})
 		switch {
 		case err == nil:
-		case len(rows) > 0 && isDataError(err) && w.res.Action == ActionDelete:
+		case len(rows) > 0 && cascade.RowFault(err) && w.res.Action == ActionDelete:
 			// The commit failed (a deferred constraint): retry the rows one
 			// by one, each in its own transaction.
 			out, err = r.retryAlone(ctx, w, rows)
 			if err != nil {
 				return err
 			}
-		case len(rows) > 0 && isDataError(err):
+		case len(rows) > 0 && cascade.RowFault(err):
 			out = outcome{left: failures(rows, err)}
 		default:
 			return err
@@ -552,7 +552,7 @@ func (r *runner) deleteRows(ctx context.Context, tx pgx.Tx, w *work, rows []Row)
 	if err == nil {
 		return cascadeOutcome(w.rel.fk.From, res, len(keys)), nil
 	}
-	if !isDataError(err) {
+	if !cascade.RowFault(err) {
 		return outcome{}, err
 	}
 	if len(rows) == 1 {
@@ -584,7 +584,7 @@ func (r *runner) retryAlone(ctx context.Context, w *work, rows []Row) (outcome, 
 			return err
 		})
 		if err != nil {
-			if !isDataError(err) {
+			if !cascade.RowFault(err) {
 				return outcome{}, err
 			}
 			o = outcome{left: failures([]Row{row}, err)}
@@ -647,7 +647,3 @@ func (r *runner) inTx(ctx context.Context, mode pgx.TxAccessMode, fn func(pgx.Tx
 	return nil
 }
 
-// isDataError reports whether err is about the rows (cascade.RowFault)
-// rather than the database or connection: such rows are left and reported,
-// and the run goes on.
-func isDataError(err error) bool { return cascade.RowFault(err) }
