@@ -646,4 +646,3 @@ func (r *runner) inTx(ctx context.Context, mode pgx.TxAccessMode, fn func(pgx.Tx
 	}
 	return nil
 }
-
