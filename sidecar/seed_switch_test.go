@@ -44,13 +44,8 @@ var seedSwitchSpec = registry.Spec{
 // ends equal to the master.
 func TestSeedMasterSwitchover(t *testing.T) {
 	ctx := testCtx(t, 4*time.Minute)
-	e := &e2e{master: pgtest.NewDB(t, pgtest.Master(t)), seedQueues: true}
-	e.slave = pgtest.NewDB(t, pgtest.Slave(t))
-	e.env = strings.ReplaceAll(e.slave.Name, "_", "-")
-	e.slot = e.slave.Name
-	pgtest.Exec(t, e.master.DSN, seedSwitchSchema)
-	pgtest.Exec(t, e.slave.DSN, seedSwitchSchema)
-	e.mpool, e.spool = pgtest.Pool(t, e.master.DSN), pgtest.Pool(t, e.slave.DSN)
+	e := newDatabases(t, seedSwitchSchema)
+	e.seedQueues = true
 	const units = 3000
 	exec(t, e.mpool, "INSERT INTO django_content_type VALUES (1, 'catalog', 'unit')")
 	exec(t, e.mpool, "INSERT INTO catalog_unit SELECT g, 'u' FROM generate_series(1, $1::int) g", units)

@@ -100,18 +100,26 @@ func loadRegistry(t testing.TB, ctx context.Context, pool *pgxpool.Pool) *regist
 	return reg
 }
 
-func newE2E(t testing.TB) *e2e {
+// newDatabases creates a master and a slave database with schema, nothing
+// replicated yet.
+func newDatabases(t testing.TB, schema string) *e2e {
 	t.Helper()
-	ctx := testCtx(t, 3*time.Minute)
 	// The master's database first, so that it is dropped after the slave's
 	// subscriptions.
 	e := &e2e{master: pgtest.NewDB(t, pgtest.Master(t))}
 	e.slave = pgtest.NewDB(t, pgtest.Slave(t))
 	e.env = strings.ReplaceAll(e.slave.Name, "_", "-")
 	e.slot = e.slave.Name // slots are per cluster; the database name is unique
-	pgtest.Exec(t, e.master.DSN, e2eSchema)
-	pgtest.Exec(t, e.slave.DSN, e2eSchema)
+	pgtest.Exec(t, e.master.DSN, schema)
+	pgtest.Exec(t, e.slave.DSN, schema)
 	e.mpool, e.spool = pgtest.Pool(t, e.master.DSN), pgtest.Pool(t, e.slave.DSN)
+	return e
+}
+
+func newE2E(t testing.TB) *e2e {
+	t.Helper()
+	ctx := testCtx(t, 3*time.Minute)
+	e := newDatabases(t, e2eSchema)
 	mreg := loadRegistry(t, ctx, e.mpool)
 	if _, err := queue.Install(ctx, e.mpool, queue.InstallOptions{Role: queue.RoleMaster, Registry: mreg}, false); err != nil {
 		t.Fatalf("queue install on the master: %v", err)
