@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -121,6 +122,7 @@ type Stats struct {
 	Duplicates  uint64 // messages JetStream dropped as already stored (success too)
 	Failed      uint64 // publish attempts that failed and were retried
 	Outages     uint64 // times publishing went from working to failing
+	Resent      uint64 // stored messages sent again because they overtook a failed one
 	InFlight    int    // messages sent and waiting for their ack
 	Connected   bool
 	FailingFor  time.Duration // how long publishing has been failing, 0 when it works
@@ -142,7 +144,7 @@ type NATS struct {
 	closing   chan struct{}
 	closeOnce sync.Once
 
-	acked, dups, failed, outages atomic.Uint64
+	acked, dups, failed, outages, resent atomic.Uint64
 
 	mu          sync.Mutex
 	failingErr  error // set while publishing fails
@@ -394,6 +396,13 @@ func (p *NATS) Publish(ctx context.Context, msgs []Message) (int, error) {
 // in the original order, every message not acked, before anything newer. A
 // duplicate ack (stored before, e.g. by the run before a crash) counts as done.
 //
+// A message in flight behind one that fails can still be stored (the stream
+// came back in between) and would then stand before it. Such a message is
+// sent again behind the failed one under the id "<id>~<n>" (ResentSuffix),
+// and its batch is done only when that copy is stored: the stream may then
+// hold an event twice, and the last copy of every event comes after the last
+// copy of every event published before it.
+//
 // Messages that cannot be encoded (or exceed the server's max payload) fail
 // at once: the batch is cut before the first of them, and its result names it
 // with an error wrapping ErrPermanent. Cancelling ctx drops the batch's
@@ -466,13 +475,33 @@ var noRetry = jetstream.WithRetryAttempts(0)
 
 // item is one message in the pipeline.
 type item struct {
-	msg   *nats.Msg
-	batch *Pending
-	idx   int
-	id    string
-	ctx   context.Context
-	fut   jetstream.PubAckFuture
-	at    time.Time
+	msg    *nats.Msg
+	batch  *Pending
+	idx    int
+	id     string
+	ctx    context.Context
+	fut    jetstream.PubAckFuture
+	at     time.Time
+	copies int // times it was stored and must be sent again (see resend)
+}
+
+// ResentSuffix separates a message id from the number of a copy that was
+// sent again: "<id>~1" is the first such copy. See PublishAsync.
+const ResentSuffix = "~"
+
+// resend readies it to be sent again after it was stored ahead of an
+// earlier message that failed: a new message (the client may still hold
+// the sent one) under the id <id>~<n>, which JetStream's de-duplication lets
+// through.
+func (it *item) resend() {
+	it.copies++
+	h := make(nats.Header, len(it.msg.Header))
+	for k, v := range it.msg.Header {
+		h[k] = append([]string(nil), v...)
+	}
+	h.Set(event.HeaderMsgID, it.id+ResentSuffix+strconv.Itoa(it.copies))
+	it.msg = &nats.Msg{Subject: it.msg.Subject, Data: it.msg.Data, Header: h}
+	it.fut = nil
 }
 
 // pump owns the pipeline: it sends queued items in order, takes acks in send
@@ -499,6 +528,17 @@ func (p *NATS) pump() {
 	acked := func(ack *jetstream.PubAck) {
 		it := inflight[0]
 		inflight = inflight[1:]
+		if len(retry) > 0 {
+			// An earlier message failed and this later one was stored (the
+			// stream came back while both were in flight): it now stands
+			// before the failed one. It goes again behind it, under a new
+			// id, so that the newest copy of every message keeps the
+			// publish order; its batch waits for that copy.
+			p.resent.Add(1)
+			it.resend()
+			retry = append(retry, it)
+			return
+		}
 		if ack.Duplicate {
 			p.dups.Add(1)
 		} else {
@@ -669,6 +709,7 @@ func (p *NATS) Stats() Stats {
 		Duplicates: p.dups.Load(),
 		Failed:     p.failed.Load(),
 		Outages:    p.outages.Load(),
+		Resent:     p.resent.Load(),
 		InFlight:   int(p.inflight.Load()),
 		Connected:  p.nc.Status() == nats.CONNECTED,
 	}

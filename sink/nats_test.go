@@ -433,15 +433,7 @@ func TestOutageMidBatchKeepsOrder(t *testing.T) {
 					t.Fatalf("batch %d: %d of %d done, %v", i, n, batchSize, err)
 				}
 			}
-			got := readStream(t, p.JetStream(), sink.DefaultStream)
-			if len(got) != len(msgs) {
-				t.Fatalf("stream holds %d messages, want %d", len(got), len(msgs))
-			}
-			for i, m := range got {
-				if id := m.Headers().Get(event.HeaderMsgID); id != msgs[i].ID {
-					t.Fatalf("position %d: %s, want %s", i, id, msgs[i].ID)
-				}
-			}
+			checkOrder(t, readStream(t, p.JetStream(), sink.DefaultStream), msgs, p.Stats().Resent)
 			t.Logf("stats %+v", p.Stats())
 		})
 	}
@@ -468,17 +460,81 @@ func TestStreamDeletedWhilePublishing(t *testing.T) {
 	if n, err := pending.Wait(ctx); err != nil || n != len(msgs) {
 		t.Fatalf("publish: %d of %d, %v", n, len(msgs), err)
 	}
-	got := readStream(t, p.JetStream(), sink.DefaultStream)
-	if len(got) != len(msgs) {
-		t.Fatalf("stream holds %d messages, want %d", len(got), len(msgs))
-	}
-	for i, m := range got {
-		if id := m.Headers().Get(event.HeaderMsgID); id != msgs[i].ID {
-			t.Fatalf("position %d: %s, want %s", i, id, msgs[i].ID)
-		}
-	}
+	checkOrder(t, readStream(t, p.JetStream(), sink.DefaultStream), msgs, p.Stats().Resent)
 	if err := p.Ready(); err != nil {
 		t.Errorf("Ready after recovery: %v", err)
+	}
+	t.Logf("stats %+v", p.Stats())
+}
+
+// TestOvertakingMessageIsSentAgain: a message that is stored while one sent
+// before it fails (here: the stream does not cover the first one's subject
+// until the test widens it) is sent again behind it, so that its last copy
+// keeps the publish order, and its batch waits for that copy.
+func TestOvertakingMessageIsSentAgain(t *testing.T) {
+	srv := pgtest.NATS(t)
+	p := connect(t, testOptions(srv.URL()))
+	ctx := context.Background()
+	js := p.JetStream()
+	st, err := js.Stream(ctx, sink.DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wide := st.CachedInfo().Config
+	narrow := wide
+	narrow.Subjects = []string{"pgoutpost." + testEnv + ".denormalize.public.shop_outcome"}
+	if _, err := js.UpdateStream(ctx, narrow); err != nil {
+		t.Fatal(err)
+	}
+	other := msg(0, event.OpUpdate, 1, "other table")
+	other.Event.Table = "public.shop_other"
+	msgs := []sink.Message{other, msg(1, event.OpUpdate, 1, "one"), msg(2, event.OpUpdate, 2, "two")}
+	pending := p.PublishAsync(ctx, msgs)
+	// The first fails (no stream takes its subject), the two behind it are
+	// stored: they must be sent again, not counted as done.
+	waitFor(t, "the two overtaking messages to be marked for sending again", func() bool { return p.Stats().Resent >= 2 })
+	if n := pending.Acked(); n != 0 {
+		t.Fatalf("%d messages of the batch done while the first keeps failing", n)
+	}
+	if _, err := js.UpdateStream(ctx, wide); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := pending.Wait(ctx); err != nil || n != len(msgs) {
+		t.Fatalf("publish: %d of %d, %v", n, len(msgs), err)
+	}
+	got := readStream(t, js, sink.DefaultStream)
+	var ids []string
+	for _, m := range got {
+		ids = append(ids, m.Headers().Get(event.HeaderMsgID))
+	}
+	t.Logf("stream: %v", ids)
+	checkOrder(t, got, msgs, p.Stats().Resent)
+}
+
+// checkOrder checks what the pipeline promises after failures: the stream
+// holds every message once, plus one earlier copy per message sent again
+// (resent) because it had overtaken a failed one; the last copies are in
+// publish order.
+func checkOrder(t *testing.T, got []jetstream.Msg, msgs []sink.Message, resent uint64) {
+	t.Helper()
+	if len(got) != len(msgs)+int(resent) {
+		t.Fatalf("stream holds %d messages, want %d and %d copies sent again", len(got), len(msgs), resent)
+	}
+	last := map[string]int{} // message id → position of its last copy
+	for i, m := range got {
+		id, _, _ := strings.Cut(m.Headers().Get(event.HeaderMsgID), sink.ResentSuffix)
+		last[id] = i
+	}
+	prev := -1
+	for i, m := range msgs {
+		at, ok := last[m.ID]
+		if !ok {
+			t.Fatalf("message %d (%s) is not in the stream", i, m.ID)
+		}
+		if at < prev {
+			t.Fatalf("the last copy of message %d (%s) is at %d, before the last copy of message %d at %d", i, m.ID, at, i-1, prev)
+		}
+		prev = at
 	}
 }
 
