@@ -235,7 +235,9 @@ func TestStatus(t *testing.T) {
 	if !sawSub {
 		t.Errorf("master slots %+v lack the subscription's", m.Slots)
 	}
-	if !strings.Contains(strings.Join(m.Problems, "\n"), "slot left_over is inactive and retains") {
+	// The test clusters keep max_slot_wal_keep_size at its default, -1.
+	if !strings.Contains(strings.Join(m.Problems, "\n"), "slot left_over is inactive and retains") ||
+		!strings.Contains(strings.Join(m.Problems, "\n"), "without bound (max_slot_wal_keep_size = -1") {
 		t.Errorf("master problems do not flag the inactive slot:\n%s", strings.Join(m.Problems, "\n"))
 	}
 	if _, ok := m.Queues["pgoutpost.delete_queue"]; !ok {

@@ -215,6 +215,11 @@ func (r *Report) readSlots(ctx context.Context, db DB) error {
 		return fmt.Errorf("read replication slots: %w", err)
 	}
 	r.Slots = append(r.Slots, slots...)
+	var keep string
+	if err := db.QueryRow(ctx, "SELECT current_setting('max_slot_wal_keep_size')").Scan(&keep); err != nil {
+		return fmt.Errorf("read max_slot_wal_keep_size: %w", err)
+	}
+	unbounded := keep == "-1"
 	for _, s := range slots {
 		switch {
 		case s.WalStatus == "lost":
@@ -230,7 +235,11 @@ func (r *Report) readSlots(ctx context.Context, db DB) error {
 			if s.RetainedBytes != nil {
 				retained = fmt.Sprintf("%d bytes of WAL", *s.RetainedBytes)
 			}
-			r.problem("slot %s is inactive and retains %s: its consumer is down, or the slot is left over (drop it with SELECT pg_drop_replication_slot('%s') if nothing uses it)", s.Name, retained, s.Name)
+			bound := ""
+			if unbounded {
+				bound = " without bound (max_slot_wal_keep_size = -1: the disk fills up; set a limit)"
+			}
+			r.problem("slot %s is inactive and retains %s%s: its consumer is down, or the slot is left over (a retired slave: `pgoutpost subscription drop` on it, or SELECT pg_drop_replication_slot('%s') if nothing uses it)", s.Name, retained, bound, s.Name)
 		}
 	}
 	return nil

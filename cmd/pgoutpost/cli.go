@@ -47,6 +47,7 @@ func init() {
 		publicationUpdateCommand,
 		subscriptionCreateCommand,
 		subscriptionUpdateCommand,
+		subscriptionDropCommand,
 		printDeleteSQLCommand,
 		printDumpCommand,
 		statusCommand,

@@ -24,6 +24,12 @@ var subscriptionUpdateCommand = command{
 	run:     func(ctx context.Context, e *env, args []string) error { return runSubscription(ctx, e, args, true) },
 }
 
+var subscriptionDropCommand = command{
+	name:    "subscription drop",
+	summary: "retire this slave: drop its subscription here and its replication slot on the master",
+	run:     runSubscriptionDrop,
+}
+
 // subscriptionWaitTimeout bounds `subscription update --wait`.
 const subscriptionWaitTimeout = 30 * time.Minute
 
@@ -138,6 +144,45 @@ table whose copy fails and the likely reason.`
 	err = replication.WaitReady(wctx, s.conn, s.names, e.stdout, time.Second)
 	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%w (after --timeout %s; the copies go on: check with `pgoutpost status`)", err, timeout)
+	}
+	return err
+}
+
+func runSubscriptionDrop(ctx context.Context, e *env, args []string) error {
+	var g globalFlags
+	var mf masterFlags
+	fs := newFlagSet(e, "subscription drop", `subscription drop [-c conninfo | --conninfo-file f | --conninfo-env VAR | --aws-secret name]
+
+Retires this slave: drops its subscription (and those of the earlier
+two-subscription layout) on the slave, then their replication slots on the
+master, the slots of unfinished table copies included. A slot left on the
+master keeps the master's WAL until it is dropped, without bound when
+max_slot_wal_keep_size is -1. The slave keeps its rows; replication to it
+stops. The master's connection comes from master: in the configuration or
+from the flags (not from the one stored in the subscription, so a moved master
+is fine). When the master cannot be reached, the slave's side is done and the
+error names each slot to drop there. Stop the slave's sidecar first: its own
+slot on the slave (sidecar.slot) is not touched.`, &g)
+	mf.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	s, err := openRepl(ctx, e, &g, "subscription drop", config.RoleSlave)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	src, err := mf.source(s.cfg)
+	if err != nil {
+		return err
+	}
+	conninfo, err := src.Resolve(ctx)
+	if err != nil {
+		return err
+	}
+	results, err := replication.DropSubscriptions(ctx, s.conn, s.names, conninfo)
+	for _, r := range results {
+		fmt.Fprintf(e.stdout, "subscription %s: %s\n", r.Name, r.Action)
 	}
 	return err
 }
