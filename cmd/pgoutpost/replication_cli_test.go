@@ -241,4 +241,23 @@ func TestReplicationCommands(t *testing.T) {
 			t.Errorf("--data-only --schema-only: exit %d", code)
 		}
 	})
+
+	t.Run("subscription drop retires the slave", func(t *testing.T) {
+		out := mustRun(t, "subscription", "drop", "--config", scfg)
+		if strings.Count(out, ": dropped\n") != 1 || strings.Count(out, "dropped on the master") != 1 {
+			t.Errorf("subscription drop:\n%s", out)
+		}
+		var m replication.Report
+		if err := json.Unmarshal([]byte(mustRun(t, "status", "--json", "--config", mcfg)), &m); err != nil {
+			t.Fatal(err)
+		}
+		for _, sl := range m.Slots {
+			if strings.HasPrefix(sl.Name, "pgoutpost_") && strings.Contains(sl.Name, strings.ReplaceAll(env, "-", "_")) {
+				t.Errorf("slot %s left on the master", sl.Name)
+			}
+		}
+		if out := mustRun(t, "subscription", "drop", "--config", scfg); strings.Contains(out, "dropped") {
+			t.Errorf("second subscription drop:\n%s", out)
+		}
+	})
 }
