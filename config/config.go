@@ -92,6 +92,10 @@ type Replication struct {
 	// SeedSlug, when set, selects django-logical-replication's names instead.
 	SeedSlug    string `yaml:"seed_slug"`
 	Synchronous bool   `yaml:"synchronous"`
+	// Failover creates the slave's subscription with failover = true
+	// (PostgreSQL 17+): its slot on the master is synchronized to the
+	// master's physical standbys, so the slave can follow a promoted standby.
+	Failover bool `yaml:"failover"`
 }
 
 // Sidecar configures `pgoutpost run` on a slave.

@@ -59,7 +59,7 @@ func TestRootConfigDocumentsEveryKey(t *testing.T) {
 	}
 	for _, key := range []string{
 		"environment:", "role:", "database:", "dsn:", "dsn_env:", "dsn_file:", "master:", "aws_secret:", "region:",
-		"schemas:", "contrib_system_tables:", "replication:", "prefix:", "seed_slug:", "synchronous:",
+		"schemas:", "contrib_system_tables:", "replication:", "prefix:", "seed_slug:", "synchronous:", "failover:",
 		"sidecar:", "slot:", "publication:", "listen:", "shutdown_grace:", "max_lag:", "heartbeat:", "spill_bytes:",
 		"nats:", "url:", "credentials_file:", "token_env:", "stream:", "subject_prefix:", "duplicate_window:",
 		"create_stream:", "max_in_flight:", "queue:", "batch_size:", "delete_expire_after:", "denormalize_expire_after:",

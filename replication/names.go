@@ -45,6 +45,9 @@ type SubscriptionSpec struct {
 	// wal_writer_delay, 200 ms) before the sidecar sees it; with it on, the
 	// master-commit to event latency is a few milliseconds.
 	SynchronousCommit bool
+	// Failover creates it with failover = true (PostgreSQL 17+), see
+	// config's replication.failover.
+	Failover bool
 }
 
 // copies reports whether the tables of publication pub get an initial copy.
@@ -77,6 +80,13 @@ type Names struct {
 // subscription ran apart from the data: Data is "" when the data
 // subscription is kept as it is (the seed's names).
 type LegacyNames struct{ Data, Queue string }
+
+// SetFailover sets Failover on every subscription.
+func (n *Names) SetFailover(on bool) {
+	for i := range n.Subs {
+		n.Subs[i].Failover = on
+	}
+}
 
 // Publications returns the three publications.
 func (n Names) Publications() []PublicationSpec {

@@ -77,7 +77,13 @@ func newPair(t testing.TB, reg *registry.Registry) *pair {
 	t.Helper()
 	// The master's database is created first so that it is dropped last,
 	// after the slave's subscriptions are gone.
-	p := &pair{master: pgtest.NewDB(t, pgtest.Master(t))}
+	return newPairWith(t, reg, pgtest.NewDB(t, pgtest.Master(t)))
+}
+
+// newPairWith is newPair with the master database given.
+func newPairWith(t testing.TB, reg *registry.Registry, master *pgtest.DB) *pair {
+	t.Helper()
+	p := &pair{master: master}
 	p.slave = pgtest.NewDB(t, pgtest.Slave(t))
 	pgtest.Exec(t, p.master.DSN, testSchema)
 	pgtest.Exec(t, p.slave.DSN, testSchema)

@@ -142,6 +142,11 @@ func createSubscription(ctx context.Context, db DB, s SubscriptionSpec, conninfo
 			rest = append(rest, p)
 		}
 	}
+	if s.Failover {
+		if err := withConn(ctx, db, func(q querier) error { return needFailover(ctx, q, s.Name) }); err != nil {
+			return err
+		}
+	}
 	copyFirst := true
 	if len(first) == 0 {
 		first, rest, copyFirst = rest, nil, false
@@ -156,8 +161,11 @@ func createSubscription(ctx context.Context, db DB, s SubscriptionSpec, conninfo
 			return err
 		}
 		stmt += publicationList(first) + " WITH (copy_data = " + fmt.Sprint(copyFirst) +
-			", synchronous_commit = " + s.synchronousCommit() + ")"
-		return quietly(ctx, q, stmt, conninfo)
+			", synchronous_commit = " + s.synchronousCommit()
+		if s.Failover {
+			stmt += ", failover = true"
+		}
+		return quietly(ctx, q, stmt+")", conninfo)
 	})
 	if errors.Is(err, ErrLogWouldShowPassword) { // nothing was sent; its text holds no conninfo
 		return fmt.Errorf("create subscription %s: %w", s.Name, err)
@@ -300,6 +308,15 @@ func UpdateSubscriptions(ctx context.Context, db DB, names Names, conninfo strin
 				return out, fmt.Errorf("set synchronous_commit of subscription %s: %w", s.Name, scrubError(err, conninfo))
 			}
 			out = append(out, SubscriptionResult{s.Name, "synchronous_commit " + s.synchronousCommit()})
+		}
+		if s.Failover {
+			set, err := setFailover(ctx, db, s.Name)
+			if err != nil {
+				return out, fmt.Errorf("set failover of subscription %s: %w", s.Name, err)
+			}
+			if set {
+				out = append(out, SubscriptionResult{s.Name, "failover on"})
+			}
 		}
 		copyData, err := refreshCopies(ctx, db, s, master)
 		if err != nil {

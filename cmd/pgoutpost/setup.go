@@ -51,6 +51,7 @@ func openRepl(ctx context.Context, e *env, g *globalFlags, cmd string, want conf
 		return nil, &replConfigError{err.Error()}
 	}
 	names.SeedQueues = cfg.Queue.SeedQueues
+	names.SetFailover(cfg.Replication.Failover)
 	dsn, err := cfg.Database.Resolve()
 	if err != nil {
 		return nil, &replConfigError{fmt.Sprintf("database: %v", err)}

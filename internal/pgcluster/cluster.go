@@ -68,16 +68,16 @@ type Cluster struct {
 	Port    int
 	BinDir  string
 
-	cred  *syscall.Credential // non-nil when the server runs as another user
-	owner *os.File            // the locked owner file (see Reap), closed by Stop
+	cred     *syscall.Credential // non-nil when the server runs as another user
+	owner    *os.File            // the locked owner file (see Reap), closed by Stop
+	settings map[string]string   // of postgresql.auto.conf
 }
 
 var reapOnce sync.Once
 
-// Start initialises and starts a new cluster. On error nothing is left behind.
-// The first Start of a process reaps the clusters under opts.BaseDir left
-// running by processes that died without stopping them (see Reap).
-func Start(ctx context.Context, opts Options) (*Cluster, error) {
+// newCluster makes the directory of a new cluster, owned by this process (and
+// by the server user when we are root).
+func newCluster(ctx context.Context, opts Options) (*Cluster, error) {
 	bindir := opts.BinDir
 	if bindir == "" {
 		var err error
@@ -125,7 +125,25 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			return nil, fmt.Errorf("give %s to the postgres user: %w", dir, err)
 		}
 	}
+	ok = true
+	return c, nil
+}
 
+// Start initialises and starts a new cluster. On error nothing is left behind.
+// The first Start of a process reaps the clusters under opts.BaseDir left
+// running by processes that died without stopping them (see Reap).
+func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	c, err := newCluster(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = c.Stop()
+		}
+	}()
+	name := c.Name
 	if out, err := c.command(ctx, "initdb", "-D", c.DataDir, "-U", Superuser, "--auth=trust",
 		"--encoding=UTF8", "--locale=C", "--no-sync").CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("initdb %s cluster: %w\n%s", name, err, out)
@@ -137,29 +155,38 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	for k, v := range opts.Settings {
 		settings[k] = v
 	}
-	settings["listen_addresses"] = "'127.0.0.1'"
-	settings["unix_socket_directories"] = "'" + dir + "'"
+	if err := c.listenAndStart(ctx, settings); err != nil {
+		return nil, err
+	}
+	ok = true
+	return c, nil
+}
 
+// listenAndStart writes settings, with a free port and the cluster's own
+// socket directory, to postgresql.auto.conf and starts the server, on
+// another port if that one was taken meanwhile.
+func (c *Cluster) listenAndStart(ctx context.Context, settings map[string]string) error {
+	settings["listen_addresses"] = "'127.0.0.1'"
+	settings["unix_socket_directories"] = "'" + c.Dir + "'"
+	c.settings = settings
 	for attempt := 0; ; attempt++ {
 		port, err := freePort()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		settings["port"] = strconv.Itoa(port)
 		if err := writeConf(filepath.Join(c.DataDir, "postgresql.auto.conf"), settings); err != nil {
-			return nil, err
+			return err
 		}
 		c.Port = port
 		err = c.start(ctx)
 		if err == nil {
-			break
+			return nil
 		}
 		if attempt == 4 {
-			return nil, err
+			return err
 		}
 	}
-	ok = true
-	return c, nil
 }
 
 func (c *Cluster) start(ctx context.Context) error {
