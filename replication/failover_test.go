@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -130,14 +129,38 @@ func TestFailoverToPromotedStandby(t *testing.T) {
 	p.publish(t, reg)
 	p.subscribe(t)
 	sub := p.names.Subs[0].Name
+	status := func(db DB) *Report {
+		t.Helper()
+		r, err := Status(ctx, db, "master", p.names, SlaveChecks{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := status(p.mpool); fmt.Sprint(r.FailoverSlots) != "["+sub+"]" || strings.Contains(fmt.Sprint(r.Problems), "synchronized_standby_slots") {
+		t.Errorf("master status: failover slots %v, problems %v", r.FailoverSlots, r.Problems)
+	}
+	// Without synchronized_standby_slots, status says what it risks.
+	if err := primary.Set(ctx, "synchronized_standby_slots", "''"); err != nil {
+		t.Fatal(err)
+	}
+	if r := status(p.mpool); !strings.Contains(fmt.Sprint(r.Problems), "synchronized_standby_slots is empty") {
+		t.Errorf("master status without synchronized_standby_slots: problems %v", r.Problems)
+	}
+	if err := primary.Set(ctx, "synchronized_standby_slots", "'standby1'"); err != nil {
+		t.Fatal(err)
+	}
 
 	w := startWriter(t, p.master.DSN, 1)
-	spool := pgtest.Pool(t, standby.DSN("postgres"))
+	spool := pgtest.Pool(t, standby.DSN("app"))
 	eventually(t, "the subscription's slot synchronized to the standby", func(ctx context.Context) (bool, error) {
 		var ok bool
 		err := spool.QueryRow(ctx, "SELECT coalesce(bool_and(synced AND NOT temporary), false) FROM pg_replication_slots WHERE slot_name = $1", sub).Scan(&ok)
 		return ok && w.n.Load() > 50, err
 	})
+	if r := status(spool); !strings.Contains(fmt.Sprint(r.FailoverSlots), sub) || len(r.Problems) != 0 {
+		t.Errorf("standby status: failover slots %v, problems %v", r.FailoverSlots, r.Problems)
+	}
 	// The master crashes with changes in flight; its standby is promoted.
 	if out, err := primary.Command(ctx, "pg_ctl", "-D", primary.DataDir, "-m", "immediate", "-w", "stop").CombinedOutput(); err != nil {
 		t.Fatalf("crash the primary: %v\n%s", err, out)
@@ -174,64 +197,6 @@ func TestFailoverToPromotedStandby(t *testing.T) {
 		return got == want, err
 	})
 	t.Logf("%d transactions before the crash, %d after; slave = new master: %s", before, w.n.Load(), want[strings.LastIndex(want, "|")+2:])
-}
-
-// TestSubscribeToStandby: on 16+, a slave subscribes to a physical standby of
-// the master (logical decoding on a standby) and receives its rows and
-// delete queue entries, so more slaves cost the master nothing.
-func TestSubscribeToStandby(t *testing.T) {
-	if v := serverMajor(t); v < 16 {
-		t.Skipf("logical decoding on a standby needs PostgreSQL 16 or newer; these tests run on %d", v)
-	}
-	primary, standby := startPrimary(t, nil)
-	reg := testRegistry(nil)
-	p := newPairWith(t, reg, masterDB(t, primary, "app"))
-	p.publish(t, reg)
-	pgtest.Exec(t, p.master.DSN, "INSERT INTO cat VALUES (1, 'before'); INSERT INTO unit VALUES (1, 1, 'u1'), (2, 1, 'u2')")
-	// A slot on a standby waits for the primary's next running-transactions
-	// record (every 15 s); ask for one now and then while subscribing.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	mpool := p.mpool
-	go func() {
-		for ctx.Err() == nil {
-			_, _ = mpool.Exec(ctx, "SELECT pg_log_standby_snapshot()")
-			time.Sleep(100 * time.Millisecond)
-		}
-	}()
-	onStandby := &pgtest.DB{Cluster: standby, Name: "app", DSN: standby.DSN("app")}
-	var now string
-	if err := mpool.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&now); err != nil {
-		t.Fatal(err)
-	}
-	stpool := pgtest.Pool(t, standby.DSN("postgres"))
-	eventually(t, "the standby to replay the master's publications", func(ctx context.Context) (bool, error) {
-		s, err := queryString(ctx, stpool, "SELECT (pg_last_wal_replay_lsn() >= $1::pg_lsn)::text", now)
-		return s == "true", err
-	})
-	sctx := ctxT(t, 2*time.Minute)
-	if _, err := CreateSubscriptions(sctx, p.spool, p.names, onStandby.ConnInfo()); err != nil {
-		t.Fatal(err)
-	}
-	if err := WaitReady(sctx, p.spool, p.names, io.Discard, 100*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
-	pgtest.Exec(t, p.master.DSN, "UPDATE cat SET name = 'after' WHERE id = 1; DELETE FROM unit WHERE id = 2")
-	spoolM := pgtest.Pool(t, p.master.DSN)
-	defer showLogs(t, standby, pgtest.Slave(t))
-	eventually(t, "the slave to equal the master", func(ctx context.Context) (bool, error) {
-		want, err := queryString(ctx, spoolM, contents)
-		if err != nil {
-			return false, err
-		}
-		got, err := queryString(ctx, p.spool, contents)
-		return got == want && strings.Contains(got, "after") && strings.Contains(got, "1 entries"), err
-	})
-	// The slot lives on the standby, none on the master.
-	var onMaster int
-	if err := mpool.QueryRow(sctx, "SELECT count(*) FROM pg_replication_slots WHERE slot_type = 'logical'").Scan(&onMaster); err != nil || onMaster != 0 {
-		t.Errorf("logical slots on the master: %d (%v), want 0", onMaster, err)
-	}
 }
 
 // showLogs prints the end of the clusters' server logs when the test failed.

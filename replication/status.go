@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,6 +27,12 @@ type Report struct {
 	Queues      map[string]int64 `json:"queues,omitempty"`
 	DeadLetters *int64           `json:"dead_letters,omitempty"`
 	Guarded     []string         `json:"guarded_tables,omitempty"`
+
+	// FailoverSlots are the logical slots synchronized to physical standbys
+	// (failover = true, PostgreSQL 17+); on a standby, those it holds
+	// synchronized from its primary.
+	FailoverSlots []string `json:"failover_slots,omitempty"`
+	standby       bool     // the server is in recovery
 
 	// Problems are what needs a person's attention, in words.
 	Problems []string `json:"problems"`
@@ -108,7 +115,7 @@ func Status(ctx context.Context, db DB, role string, names Names, checks SlaveCh
 	if err := db.QueryRow(ctx, "SELECT current_database()").Scan(&r.Database); err != nil {
 		return nil, fmt.Errorf("read status: %w", err)
 	}
-	steps := []func(context.Context, DB) error{r.readSettings, r.readSlots,
+	steps := []func(context.Context, DB) error{r.readSettings, r.checkFailover, r.readSlots,
 		func(ctx context.Context, db DB) error { return r.checkMasterPublications(ctx, names, checks) },
 		func(ctx context.Context, db DB) error { return r.readQueues(ctx, db, checks) }}
 	if role == "master" {
@@ -229,6 +236,9 @@ func (r *Report) readSlots(ctx context.Context, db DB) error {
 		}
 		if !s.Active && strings.HasPrefix(s.Name, "pg_") && strings.Contains(s.Name, "_sync_") {
 			continue // a tablesync worker's slot between retries
+		}
+		if r.standby && slices.Contains(r.FailoverSlots, s.Name) {
+			continue // synchronized from the primary: used only after a promotion
 		}
 		if !s.Active {
 			retained := "WAL"
@@ -427,6 +437,9 @@ func (r *Report) Write(w io.Writer) {
 		fmt.Fprintf(w, "slot %s (%s, %s, wal_status %s): lag %s, retains %s, safe_wal_size %s\n",
 			sl.Name, sl.Plugin, active, sl.WalStatus, bytesOrNA(sl.LagBytes), bytesOrNA(sl.RetainedBytes), bytesOrNA(sl.SafeWalSize))
 	}
+	if len(r.FailoverSlots) > 0 {
+		fmt.Fprintf(w, "failover slots (synchronized to standbys): %s\n", strings.Join(r.FailoverSlots, ", "))
+	}
 	if r.Queues != nil {
 		for _, name := range []string{registry.DeleteQueue.String(), registry.DenormalizeQueue.String()} {
 			fmt.Fprintf(w, "queue %s: %d rows\n", name, r.Queues[name])
@@ -457,4 +470,79 @@ func bytesOrNA(b *int64) string {
 		return "n/a"
 	}
 	return fmt.Sprintf("%d bytes", *b)
+}
+
+// checkFailover checks, on 17+, what a failover of the master to a physical
+// standby needs. On the master: failover slots are only safe with
+// synchronized_standby_slots naming the standbys' physical slots (else a
+// slave may receive transactions the promoted standby never got), and each
+// slot named there must exist and be streamed, or the slaves stall. On a
+// standby: sync_replication_slots with what it depends on, and the slots it
+// holds synchronized.
+func (r *Report) checkFailover(ctx context.Context, db DB) error {
+	var num int
+	var standby bool
+	if err := db.QueryRow(ctx, "SELECT current_setting('server_version_num')::int, pg_is_in_recovery()").Scan(&num, &standby); err != nil {
+		return fmt.Errorf("read version: %w", err)
+	}
+	r.standby = standby
+	if num < 170000 {
+		return nil
+	}
+	column := "failover"
+	if standby {
+		column = "synced"
+	}
+	rows, err := db.Query(ctx, "SELECT slot_name::text FROM pg_replication_slots WHERE "+column+" ORDER BY 1")
+	if err != nil {
+		return fmt.Errorf("read failover slots: %w", err)
+	}
+	if r.FailoverSlots, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		return fmt.Errorf("read failover slots: %w", err)
+	}
+	if standby {
+		var sync, feedback, slot, conninfo string
+		if err := db.QueryRow(ctx, `SELECT current_setting('sync_replication_slots'), current_setting('hot_standby_feedback'),
+			current_setting('primary_slot_name'), current_setting('primary_conninfo')`).Scan(&sync, &feedback, &slot, &conninfo); err != nil {
+			return fmt.Errorf("read standby settings: %w", err)
+		}
+		if sync != "on" {
+			return nil // not a failover target for logical slots
+		}
+		if feedback != "on" {
+			r.problem("sync_replication_slots is on but hot_standby_feedback is off: slots are not synchronized")
+		}
+		if slot == "" {
+			r.problem("sync_replication_slots is on but primary_slot_name is empty: slots are not synchronized")
+		}
+		if !strings.Contains(conninfo, "dbname") {
+			r.problem("sync_replication_slots is on but primary_conninfo names no dbname: slots are not synchronized")
+		}
+		return nil
+	}
+	if len(r.FailoverSlots) == 0 {
+		return nil
+	}
+	var standbys string
+	if err := db.QueryRow(ctx, "SELECT current_setting('synchronized_standby_slots')").Scan(&standbys); err != nil {
+		return fmt.Errorf("read synchronized_standby_slots: %w", err)
+	}
+	if strings.TrimSpace(standbys) == "" {
+		r.problem("slots %s have failover on but synchronized_standby_slots is empty: a slave may apply transactions that a promoted standby never received; set it to the standbys' physical slots", strings.Join(r.FailoverSlots, ", "))
+		return nil
+	}
+	for _, name := range strings.Split(standbys, ",") {
+		name = strings.TrimSpace(name)
+		var active *bool
+		err := db.QueryRow(ctx, "SELECT active FROM pg_replication_slots WHERE slot_name = $1 AND slot_type = 'physical'", name).Scan(&active)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			r.problem("synchronized_standby_slots names %s, which is no physical slot here: logical walsenders wait for it and the slaves stall", name)
+		case err != nil:
+			return fmt.Errorf("read slot %s: %w", name, err)
+		case !*active:
+			r.problem("the standby slot %s (synchronized_standby_slots) is inactive: logical walsenders wait for its standby and the slaves stall until it is back", name)
+		}
+	}
+	return nil
 }

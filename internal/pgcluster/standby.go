@@ -60,6 +60,14 @@ func (c *Cluster) StartStandby(ctx context.Context, opts StandbyOptions) (*Clust
 	if cpErr != nil {
 		return nil, fmt.Errorf("copy the data directory of %s: %w\n%s", c.Name, cpErr, out)
 	}
+	// The primary's slots are its own (pg_basebackup leaves them out too):
+	// a copy would hold WAL on the standby for nobody.
+	slots, _ := filepath.Glob(filepath.Join(s.DataDir, "pg_replslot", "*"))
+	for _, d := range slots {
+		if err := os.RemoveAll(d); err != nil {
+			return nil, err
+		}
+	}
 	signal := filepath.Join(s.DataDir, "standby.signal")
 	if err := os.WriteFile(signal, nil, 0o600); err != nil {
 		return nil, err
