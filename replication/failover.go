@@ -50,3 +50,22 @@ func setFailover(ctx context.Context, db DB, sub string) (bool, error) {
 	}
 	return true, nil
 }
+
+// standbyCopyNote is what a slave subscribing to a physical standby must
+// know about the initial copy.
+const standbyCopyNote = "initial copies taken from a standby were seen to miss rows written since its last restartpoint (16–18). " +
+	"Before subscribing: CHECKPOINT on the primary, wait until the standby has replayed it, CHECKPOINT on the standby. " +
+	"If that was not done, compare the copied tables with the master and, if they differ, subscription drop and create again " +
+	"after those steps (docs/deploy.md, \"Decoding off the master\")"
+
+// masterIsStandby reports whether the server at conninfo is in recovery.
+func masterIsStandby(ctx context.Context, conninfo string) (bool, error) {
+	conn, err := connectMaster(ctx, conninfo)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var standby bool
+	err = conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&standby)
+	return standby, err
+}

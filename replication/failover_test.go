@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -197,6 +198,79 @@ func TestFailoverToPromotedStandby(t *testing.T) {
 		return got == want, err
 	})
 	t.Logf("%d transactions before the crash, %d after; slave = new master: %s", before, w.n.Load(), want[strings.LastIndex(want, "|")+2:])
+}
+
+// TestSubscribeToStandby: on 16+, a slave subscribes to a physical standby of
+// the master (logical decoding on a standby) and receives its rows and
+// delete queue entries, so more slaves cost the master nothing.
+func TestSubscribeToStandby(t *testing.T) {
+	if v := serverMajor(t); v < 16 {
+		t.Skipf("logical decoding on a standby needs PostgreSQL 16 or newer; these tests run on %d", v)
+	}
+	primary, standby := startPrimary(t, nil)
+	reg := testRegistry(nil)
+	p := newPairWith(t, reg, masterDB(t, primary, "app"))
+	p.publish(t, reg)
+	pgtest.Exec(t, p.master.DSN, "INSERT INTO cat VALUES (1, 'before'); INSERT INTO unit VALUES (1, 1, 'u1'), (2, 1, 'u2')")
+	// A slot on a standby waits for the primary's next running-transactions
+	// record (every 15 s); ask for one now and then while subscribing.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mpool := p.mpool
+	go func() {
+		for ctx.Err() == nil {
+			_, _ = mpool.Exec(ctx, "SELECT pg_log_standby_snapshot()")
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	onStandby := &pgtest.DB{Cluster: standby, Name: "app", DSN: standby.DSN("app")}
+	var now string
+	if err := mpool.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&now); err != nil {
+		t.Fatal(err)
+	}
+	stpool := pgtest.Pool(t, standby.DSN("postgres"))
+	eventually(t, "the standby to replay the master's publications", func(ctx context.Context) (bool, error) {
+		s, err := queryString(ctx, stpool, "SELECT (pg_last_wal_replay_lsn() >= $1::pg_lsn)::text", now)
+		return s == "true", err
+	})
+	// A logical slot on a standby starts decoding at the standby's last
+	// restartpoint: make it newer than the rows to copy.
+	pgtest.Exec(t, p.master.DSN, "CHECKPOINT")
+	if err := mpool.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&now); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the standby to replay the checkpoint", func(ctx context.Context) (bool, error) {
+		s, err := queryString(ctx, stpool, "SELECT (pg_last_wal_replay_lsn() >= $1::pg_lsn)::text", now)
+		return s == "true", err
+	})
+	pgtest.Exec(t, standby.DSN("postgres"), "CHECKPOINT")
+	sctx := ctxT(t, 2*time.Minute)
+	res, err := CreateSubscriptions(sctx, p.spool, p.names, onStandby.ConnInfo())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(fmt.Sprint(res), "note: the master connection is a standby") {
+		t.Errorf("subscription create on a standby says nothing of its initial copy: %v", res)
+	}
+	if err := WaitReady(sctx, p.spool, p.names, io.Discard, 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.Exec(t, p.master.DSN, "UPDATE cat SET name = 'after' WHERE id = 1; DELETE FROM unit WHERE id = 2")
+	spoolM := pgtest.Pool(t, p.master.DSN)
+	defer showLogs(t, standby, pgtest.Slave(t))
+	eventually(t, "the slave to equal the master", func(ctx context.Context) (bool, error) {
+		want, err := queryString(ctx, spoolM, contents)
+		if err != nil {
+			return false, err
+		}
+		got, err := queryString(ctx, p.spool, contents)
+		return got == want && strings.Contains(got, "after") && strings.Contains(got, "1 entries"), err
+	})
+	// The slot lives on the standby, none on the master.
+	var onMaster int
+	if err := mpool.QueryRow(sctx, "SELECT count(*) FROM pg_replication_slots WHERE slot_type = 'logical'").Scan(&onMaster); err != nil || onMaster != 0 {
+		t.Errorf("logical slots on the master: %d (%v), want 0", onMaster, err)
+	}
 }
 
 // showLogs prints the end of the clusters' server logs when the test failed.

@@ -114,6 +114,11 @@ func CreateSubscriptions(ctx context.Context, db DB, names Names, conninfo strin
 			}
 			return out, errors.Join(errs...)
 		}
+		if standby, err := masterIsStandby(ctx, conninfo); err == nil && standby {
+			for _, s := range missing {
+				out = append(out, SubscriptionResult{s.Name, "note: the master connection is a standby; " + standbyCopyNote})
+			}
+		}
 	}
 	for _, s := range missing {
 		if err := createSubscription(ctx, db, s, conninfo); err != nil {
