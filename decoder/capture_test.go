@@ -24,9 +24,10 @@ import (
 // A capture is the sequence of pgoutput messages (XLogData payloads) one slot
 // sent for the golden workload, read with one set of plugin options.
 type captureSpec struct {
-	name     string
-	twoPhase bool // create the slot with two-phase decoding
-	args     []string
+	name       string
+	twoPhase   bool // create the slot with two-phase decoding
+	args       []string
+	minVersion int // the server_version_num that first speaks it; 0 for any
 }
 
 var captureSpecs = []captureSpec{
@@ -34,6 +35,9 @@ var captureSpecs = []captureSpec{
 	{name: "v2_stream", args: []string{"proto_version '2'", "messages 'true'", "streaming 'on'"}},
 	{name: "v2_binary", args: []string{"proto_version '2'", "messages 'true'", "streaming 'on'", "binary 'true'"}},
 	{name: "v3_twophase", twoPhase: true, args: []string{"proto_version '3'", "messages 'true'", "streaming 'on'", "two_phase 'on'"}},
+	// What the sidecar asks of 16+: protocol 4 with parallel streaming,
+	// whose Stream Abort carries the abort LSN and time.
+	{name: "v4_parallel", args: []string{"proto_version '4'", "messages 'true'", "streaming 'parallel'"}, minVersion: 160000},
 }
 
 const (
@@ -130,7 +134,8 @@ var workloadSQL = []string{
 
 // captureAll creates a database with the golden schema and one slot per
 // capture spec, runs the workload, and reads every slot up to the end marker.
-func captureAll(t *testing.T) map[string][][]byte {
+// It also returns the server's server_version_num.
+func captureAll(t *testing.T) (map[string][][]byte, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -146,9 +151,16 @@ func captureAll(t *testing.T) map[string][][]byte {
 		}
 	}
 
+	var version int
+	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+		t.Fatal(err)
+	}
 	repl := replicationConn(t, ctx, db.DSN)
 	slots := make(map[string]string)
 	for _, spec := range captureSpecs {
+		if version < spec.minVersion {
+			continue // not spoken by this server: captureAll's result lacks it
+		}
 		slot := fmt.Sprintf("golden_%s_%s", db.Name, spec.name)
 		if len(slot) > 63 {
 			slot = slot[len(slot)-63:]
@@ -177,13 +189,16 @@ func captureAll(t *testing.T) map[string][][]byte {
 
 	captures := make(map[string][][]byte)
 	for _, spec := range captureSpecs {
+		if _, ok := slots[spec.name]; !ok {
+			continue
+		}
 		repl := replicationConn(t, ctx, db.DSN)
 		captures[spec.name] = drain(t, ctx, repl, slots[spec.name], spec.args)
 		if err := repl.Close(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return captures
+	return captures, version
 }
 
 func replicationConn(t *testing.T, ctx context.Context, dsn string) *pgconn.PgConn {
