@@ -77,6 +77,54 @@ func TestOrderBulkLoadThenDeletes(t *testing.T) {
 	e := newE2E(t)
 	e.start(t, t, nil)
 	exec(t, e.mpool, "INSERT INTO bulk SELECT g, repeat('x', 40) FROM generate_series(1, $1::int) g", bulkRows)
+	deleteAfterBulkLoad(t, e)
+}
+
+// TestOrderParallelApply is TestOrderBulkLoadThenDeletes with the slave's
+// subscription applying large transactions in parallel apply workers
+// (streaming = parallel, 16+; the default from 18): the bulk load is applied
+// by one while the deletes queue behind it.
+func TestOrderParallelApply(t *testing.T) {
+	e := newE2E(t)
+	var version int
+	if err := e.spool.QueryRow(testCtx(t, time.Minute), "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	if version < 160000 {
+		t.Skipf("parallel apply needs PostgreSQL 16 or newer; these tests run on %d", version/10000)
+	}
+	names, err := replication.NewNames("pgoutpost", "", e.slave.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec(t, e.spool, "ALTER SUBSCRIPTION "+pgx.Identifier{names.Subs[0].Name}.Sanitize()+" SET (streaming = parallel)")
+	e.start(t, t, nil)
+	// Seen while the bulk load is applied: a parallel apply worker.
+	var parallel atomic.Bool
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			var n int
+			if e.spool.QueryRow(ctx, "SELECT count(*) FROM pg_stat_subscription WHERE leader_pid IS NOT NULL").Scan(&n) == nil && n > 0 {
+				parallel.Store(true)
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	exec(t, e.mpool, "INSERT INTO bulk SELECT g, repeat('x', 40) FROM generate_series(1, $1::int) g", bulkRows)
+	deleteAfterBulkLoad(t, e)
+	if !parallel.Load() {
+		t.Errorf("no parallel apply worker was seen: the bulk load was not applied in parallel")
+	}
+}
+
+// deleteAfterBulkLoad creates units and their markers and, in later
+// transactions, deletes them; the slave ends equal to the master, each unit
+// deleted once.
+func deleteAfterBulkLoad(t *testing.T, e *e2e) {
+	t.Helper()
 	for i := 1; i <= 20; i++ {
 		exec(t, e.mpool, "WITH u AS (INSERT INTO unit VALUES ($1, 'u')) INSERT INTO marker VALUES ($1, $1, 'm')", 1000+i)
 	}
