@@ -150,6 +150,19 @@ func drainRecvlogical(b *testing.B, f *fixture, slot string, end string) time.Du
 		}
 		cmd = exec.CommandContext(ctx, filepath.Join(filepath.Dir(initdb), "pg_recvlogical"), args...)
 	}
+	if _, err := os.Stat(cmd.Path); err != nil {
+		// The npm builds of 16+ carry no client tools: any installed
+		// pg_recvlogical speaks the protocol to a newer server.
+		found, _ := filepath.Glob("/usr/lib/postgresql/*/bin/pg_recvlogical")
+		if p, err := exec.LookPath("pg_recvlogical"); err == nil {
+			found = append([]string{p}, found...)
+		}
+		if len(found) == 0 {
+			b.Fatalf("no pg_recvlogical beside the server (%s) nor installed: the baseline needs it (Debian: apt-get install postgresql-client)", f.db.Cluster.BinDir)
+		}
+		b.Logf("baseline: %s (the server's bin directory has none)", found[0])
+		cmd = exec.CommandContext(ctx, found[0], args...)
+	}
 	began := time.Now()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		b.Fatalf("pg_recvlogical: %v\n%s", err, out)
