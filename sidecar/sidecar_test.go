@@ -80,6 +80,7 @@ type e2e struct {
 	slot          string
 	seedQueues    bool          // also process django-logical-replication's queues
 	procDB        *pgxpool.Pool // the processor's pool when not spool (another role)
+	runDSN        string        // when set, the whole sidecar (stream, probes, processor) runs as this DSN's role
 }
 
 func testCtx(t testing.TB, d time.Duration) context.Context {
@@ -217,15 +218,19 @@ func (e *e2e) start(t, owner testing.TB, tune func(*sidecar.Options)) *running {
 	}
 	runCtx, stop := context.WithCancel(context.Background())
 	snk := &crashSink{NATS: n, crash: stop}
-	procDB := e.spool
+	procDB, db, replDSN := e.spool, e.spool, e.slave.DSN
 	if e.procDB != nil {
 		procDB = e.procDB
+	}
+	if e.runDSN != "" {
+		db, replDSN = pgtest.Pool(t, e.runDSN), e.runDSN
+		procDB = db
 	}
 	proc := queue.NewProcessor(procDB, e.reg, nil, snk, queue.ProcessorOptions{
 		Env: e.env, SystemID: "e2e", BatchSize: 100, Logger: testLogger(t), Observer: metrics, SeedQueues: e.seedQueues,
 	})
 	opts := sidecar.Options{
-		DB: e.spool, ReplicationDSN: e.slave.DSN, Processor: proc, Sink: snk,
+		DB: db, ReplicationDSN: replDSN, Processor: proc, Sink: snk,
 		Metrics: metrics, Gatherer: promReg, Logger: testLogger(t),
 		Slot: e.slot, ShutdownGrace: 10 * time.Second, Heartbeat: time.Second, BatchSize: 100,
 		ProbeInterval: 100 * time.Millisecond, StatusInterval: 200 * time.Millisecond, FlushDelay: 20 * time.Millisecond,

@@ -100,7 +100,8 @@ const catalogTimeout = 30 * time.Second
 // checkRegistry loads the configuration, connects to its database and
 // resolves the registry for the commands that report problems rather than
 // refuse them (validate, registry show): problems are Validate's plus the
-// server's settings. A configuration that does not load is an error with exit
+// server's settings and, as warnings, the privileges the connected role lacks
+// for the commands of its role (replication.MissingPrivileges). A configuration that does not load is an error with exit
 // code 2; so is a database DSN that cannot be resolved.
 func checkRegistry(ctx context.Context, e *env, g *globalFlags, cmd string) (*registry.Registry, registry.Problems, error) {
 	ctx, cancel := context.WithTimeout(ctx, catalogTimeout)
@@ -117,6 +118,17 @@ func checkRegistry(ctx context.Context, e *env, g *globalFlags, cmd string) (*re
 	problems, err := serverProblems(ctx, s.conn)
 	if err != nil {
 		return nil, nil, err
+	}
+	role := "slave"
+	if s.cfg.Role == config.RoleMaster {
+		role = "master"
+	}
+	needs, err := replication.MissingPrivileges(ctx, s.conn, role, reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, n := range needs {
+		problems = append(problems, registry.Problem{Severity: registry.Warning, Subject: "privileges", Message: n.String()})
 	}
 	return reg, append(problems, registry.Validate(reg)...), nil
 }

@@ -1,0 +1,238 @@
+package replication
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgoutpost/pgoutpost/registry"
+)
+
+// Need is a privilege that the connected role lacks and a command needs.
+type Need struct {
+	Commands string // the commands that need it
+	What     string // what is missing, in words
+	Grant    string // the SQL statement that gives it; "" when none can
+	Or       string // another way, in words
+}
+
+func (n Need) String() string {
+	s := n.Commands + " needs " + n.What
+	switch {
+	case n.Grant != "" && n.Or != "":
+		return s + ": " + n.Grant + " (or " + n.Or + ")"
+	case n.Grant != "":
+		return s + ": " + n.Grant
+	}
+	return s + ": " + n.Or
+}
+
+// MissingPrivileges lists what the connected role (the one of database:)
+// lacks for pgoutpost's commands on a server of role ("master" or "slave"),
+// for the tables of reg. A superuser lacks nothing. The needs, which are the
+// least a role must have:
+//
+// Master: CREATE on the database (publication create; queue install, unless
+// it owns schema pgoutpost), ownership of every synced table (publication
+// update adds them) and TRIGGER on the models (queue install).
+//
+// Slave: subscription create|update|drop need a superuser on 15, and on 16+
+// membership in pg_create_subscription with CREATE on the database (a
+// non-superuser's subscription then needs a password in master:'s
+// conninfo, password_required). run needs REPLICATION (its slot; RDS:
+// rds_replication), SELECT, INSERT and DELETE on pgoutpost's tables
+// (or CREATE on the database before queue install), and on the synced and
+// user tables: SELECT, UPDATE (its row locks) and DELETE on every table a
+// delete can reach (the delete models and what CASCADE leads to), SELECT and UPDATE on those whose
+// foreign key into them is SET_NULL, SET_DEFAULT or SET(…), SELECT on those
+// that PROTECT or RESTRICT, and SELECT on the denormalize models (events
+// carry their rows).
+func MissingPrivileges(ctx context.Context, db DB, role string, reg *registry.Registry) ([]Need, error) {
+	var user string
+	var super, replication bool
+	var version int
+	err := db.QueryRow(ctx, `SELECT current_user, rolsuper, rolreplication, current_setting('server_version_num')::int
+		FROM pg_catalog.pg_roles WHERE rolname = current_user`).Scan(&user, &super, &replication, &version)
+	if err != nil {
+		return nil, fmt.Errorf("read the role: %w", err)
+	}
+	if super {
+		return nil, nil
+	}
+	c := &privChecker{ctx: ctx, db: db, user: pgx.Identifier{user}.Sanitize()}
+	var createDB, ownsSchema bool
+	if err := db.QueryRow(ctx, `SELECT has_database_privilege(current_database(), 'CREATE'),
+		coalesce((SELECT pg_has_role(nspowner, 'USAGE') FROM pg_catalog.pg_namespace WHERE nspname = $1), false)`,
+		registry.QueueSchema).Scan(&createDB, &ownsSchema); err != nil {
+		return nil, fmt.Errorf("read database privileges: %w", err)
+	}
+	grantCreate := "GRANT CREATE ON DATABASE " + pgx.Identifier{c.dbName()}.Sanitize() + " TO " + c.user
+	if role == "master" {
+		if !createDB {
+			cmds := "publication create"
+			if !ownsSchema {
+				cmds += ", queue install"
+			}
+			c.need(cmds, "CREATE on the database", grantCreate)
+		}
+		for _, t := range syncedTables(reg) {
+			if err := c.owner(t.Name, "publication update"); err != nil {
+				return nil, err
+			}
+			if t.Kind == registry.KindDelete || t.Kind == registry.KindDenormalize {
+				if err := c.table(t.Name, "queue install", "TRIGGER"); err != nil {
+					return nil, err
+				}
+			}
+		}
+		return c.needs, nil
+	}
+
+	// Slave.
+	var subscriber bool
+	if version >= 160000 {
+		if err := db.QueryRow(ctx, "SELECT pg_has_role('pg_create_subscription', 'MEMBER')").Scan(&subscriber); err != nil {
+			return nil, fmt.Errorf("read role membership: %w", err)
+		}
+	}
+	switch {
+	case version < 160000:
+		c.needOr("subscription create|update|drop", "a superuser (PostgreSQL 15 lets no other role create subscriptions)", "", "run them as a superuser")
+	case !subscriber:
+		c.need("subscription create|update|drop", "membership in pg_create_subscription", "GRANT pg_create_subscription TO "+c.user)
+	}
+	if version >= 160000 && !createDB {
+		c.need("subscription create", "CREATE on the database", grantCreate)
+	}
+	if !replication {
+		var rds bool
+		if err := db.QueryRow(ctx, "SELECT coalesce((SELECT pg_has_role(oid, 'MEMBER') FROM pg_catalog.pg_roles WHERE rolname = 'rds_replication'), false)").Scan(&rds); err != nil {
+			return nil, fmt.Errorf("read role membership: %w", err)
+		}
+		if !rds {
+			c.needOr("run", "REPLICATION (the sidecar's slot and stream)", "ALTER ROLE "+c.user+" REPLICATION", "on RDS: GRANT rds_replication TO "+c.user)
+		}
+	}
+	var queues bool
+	// Looked up in the catalog: to_regclass needs USAGE on the schema.
+	if err := db.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2)",
+		registry.DeleteQueue.Schema, registry.DeleteQueue.Name).Scan(&queues); err != nil {
+		return nil, fmt.Errorf("read queues: %w", err)
+	}
+	if queues {
+		for _, t := range []registry.TableName{registry.DeleteQueue, registry.DenormalizeQueue, registry.DeadLetter} {
+			if err := c.table(t, "run", "SELECT", "INSERT", "DELETE"); err != nil {
+				return nil, err
+			}
+		}
+		var usage bool
+		if err := db.QueryRow(ctx, "SELECT has_schema_privilege($1, 'USAGE')", registry.QueueSchema).Scan(&usage); err != nil {
+			return nil, fmt.Errorf("read schema privileges: %w", err)
+		}
+		if !usage {
+			c.need("run", "USAGE on schema "+registry.QueueSchema, "GRANT USAGE ON SCHEMA "+pgx.Identifier{registry.QueueSchema}.Sanitize()+" TO "+c.user)
+		}
+	} else if !createDB {
+		c.need("queue install", "CREATE on the database", grantCreate)
+	}
+	want := map[registry.TableName][]string{}
+	add := func(t registry.TableName, privs ...string) {
+		for _, p := range privs {
+			if !slices.Contains(want[t], p) {
+				want[t] = append(want[t], p)
+			}
+		}
+	}
+	reach := reg.DeleteReach()
+	for n := range reach {
+		// The cascade locks the rows it deletes (SELECT … FOR UPDATE),
+		// which PostgreSQL allows only with UPDATE.
+		add(n, "SELECT", "UPDATE", "DELETE")
+		for _, fk := range reg.Table(n).Incoming {
+			switch fk.OnDelete.Rule {
+			case registry.SetNull, registry.SetDefault, registry.SetValue:
+				add(fk.From, "SELECT", "UPDATE")
+			case registry.Protect, registry.Restrict:
+				add(fk.From, "SELECT")
+			}
+		}
+	}
+	for _, t := range reg.OfKind(registry.KindDenormalize) {
+		add(t.Name, "SELECT")
+	}
+	names := make([]registry.TableName, 0, len(want))
+	for n := range want {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool { return names[i].String() < names[j].String() })
+	for _, n := range names {
+		if err := c.table(n, "run", want[n]...); err != nil {
+			return nil, err
+		}
+	}
+	return c.needs, nil
+}
+
+// relation finds table $1.$2 as c in the catalog (to_regclass would need
+// USAGE on its schema, which may be what is missing).
+const relation = "pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2"
+
+type privChecker struct {
+	ctx      context.Context
+	db       DB
+	user     string // quoted
+	needs    []Need
+	database string // current_database(), read on first use
+}
+
+func (c *privChecker) need(cmds, what, grant string) {
+	c.needs = append(c.needs, Need{Commands: cmds, What: what, Grant: grant})
+}
+
+func (c *privChecker) needOr(cmds, what, grant, or string) {
+	c.needs = append(c.needs, Need{Commands: cmds, What: what, Grant: grant, Or: or})
+}
+
+func (c *privChecker) dbName() string {
+	if c.database == "" {
+		_ = c.db.QueryRow(c.ctx, "SELECT current_database()").Scan(&c.database)
+	}
+	return c.database
+}
+
+// table adds a Need for the privileges of privs that the role lacks on t.
+func (c *privChecker) table(t registry.TableName, cmds string, privs ...string) error {
+	var lack []string
+	for _, p := range privs {
+		var ok bool
+		if err := c.db.QueryRow(c.ctx, "SELECT has_table_privilege(c.oid, $3) FROM "+relation, t.Schema, t.Name, p).Scan(&ok); err != nil {
+			return fmt.Errorf("read privileges on %s: %w", t, err)
+		}
+		if !ok {
+			lack = append(lack, p)
+		}
+	}
+	if len(lack) > 0 {
+		c.need(cmds, strings.Join(lack, ", ")+" on "+t.String(), "GRANT "+strings.Join(lack, ", ")+" ON "+t.Sanitize()+" TO "+c.user)
+	}
+	return nil
+}
+
+// owner adds a Need when the role does not own t (directly or through a role
+// it is a member of).
+func (c *privChecker) owner(t registry.TableName, cmds string) error {
+	var owns bool
+	var owner string
+	err := c.db.QueryRow(c.ctx, "SELECT pg_has_role(c.relowner, 'USAGE'), pg_get_userbyid(c.relowner) FROM "+relation, t.Schema, t.Name).Scan(&owns, &owner)
+	if err != nil {
+		return fmt.Errorf("read the owner of %s: %w", t, err)
+	}
+	if !owns {
+		c.needOr(cmds, "ownership of "+t.String(), "ALTER TABLE "+t.Sanitize()+" OWNER TO "+c.user, "membership in its owner: GRANT "+pgx.Identifier{owner}.Sanitize()+" TO "+c.user)
+	}
+	return nil
+}
