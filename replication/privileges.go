@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -108,6 +109,34 @@ func MissingPrivileges(ctx context.Context, db DB, role string, reg *registry.Re
 	if version >= 160000 && !createDB {
 		c.need("subscription create", "CREATE on the database", grantCreate)
 	}
+	if version >= 160000 {
+		// The statement that holds the master's password is sent only with
+		// the slave's statement logging off for it (see quietly).
+		var lack []string
+		for _, param := range quietParams {
+			var ok bool
+			if err := db.QueryRow(ctx, "SELECT has_parameter_privilege($1, 'SET')", param).Scan(&ok); err != nil {
+				return nil, fmt.Errorf("read parameter privileges: %w", err)
+			}
+			if !ok {
+				lack = append(lack, param)
+			}
+		}
+		if len(lack) > 0 {
+			c.need("subscription create|update", "SET on "+strings.Join(lack, ", ")+" (statement logging is turned off for the statement that holds the master's password)",
+				"GRANT SET ON PARAMETER "+strings.Join(lack, ", ")+" TO "+c.user)
+		}
+		// The apply worker writes each table as its owner (run_as_owner =
+		// false): the subscription's owner must be able to SET ROLE to it.
+		owners, err := c.tableOwners(append(syncedTableNames(reg), registry.DeleteQueue, registry.DenormalizeQueue))
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range owners {
+			c.needOr("subscription create (its apply worker)", "SET ROLE to "+o+", the owner of synced tables", "GRANT "+pgx.Identifier{o}.Sanitize()+" TO "+c.user,
+				"have the tables owned by a role that is no superuser: a member of a superuser's role can become it")
+		}
+	}
 	if !replication {
 		var rds bool
 		if err := db.QueryRow(ctx, "SELECT coalesce((SELECT pg_has_role(oid, 'MEMBER') FROM pg_catalog.pg_roles WHERE rolname = 'rds_replication'), false)").Scan(&rds); err != nil {
@@ -175,6 +204,37 @@ func MissingPrivileges(ctx context.Context, db DB, role string, reg *registry.Re
 		}
 	}
 	return c.needs, nil
+}
+
+// quietParams are the settings quietly turns off.
+var quietParams = []string{"log_min_error_statement", "log_statement", "log_min_duration_statement", "log_min_duration_sample"}
+
+func syncedTableNames(reg *registry.Registry) []registry.TableName {
+	var out []registry.TableName
+	for _, t := range syncedTables(reg) {
+		out = append(out, t.Name)
+	}
+	return out
+}
+
+// tableOwners returns the owners of tables that the role cannot SET ROLE to.
+func (c *privChecker) tableOwners(tables []registry.TableName) ([]string, error) {
+	var out []string
+	for _, t := range tables {
+		var ok bool
+		var owner string
+		err := c.db.QueryRow(c.ctx, "SELECT pg_has_role(c.relowner, 'SET'), pg_get_userbyid(c.relowner) FROM "+relation, t.Schema, t.Name).Scan(&ok, &owner)
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue // not there yet: its own problem, reported elsewhere
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read the owner of %s: %w", t, err)
+		}
+		if !ok && !slices.Contains(out, owner) {
+			out = append(out, owner)
+		}
+	}
+	return out, nil
 }
 
 // relation finds table $1.$2 as c in the catalog (to_regclass would need

@@ -2,6 +2,8 @@ package replication
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net/url"
 	"strings"
 	"testing"
@@ -161,5 +163,71 @@ func TestLeastPrivilegeSlave(t *testing.T) {
 		if !strings.HasPrefix(n.Commands, "subscription") {
 			t.Errorf("left without a grant: %s", n)
 		}
+	}
+}
+
+// TestLeastPrivilegeSubscription: on 16+, a slave role granted exactly what
+// MissingPrivileges lists creates, refreshes and drops the subscription, as
+// a master role with REPLICATION and SELECT that the master asks for its
+// password (PostgreSQL requires one of a non-superuser's subscription).
+func TestLeastPrivilegeSubscription(t *testing.T) {
+	if v := serverMajor(t); v < 16 {
+		t.Skipf("only a superuser creates subscriptions on PostgreSQL %d", v)
+	}
+	reg := testRegistry(nil)
+	p := newPair(t, reg)
+	p.publish(t, reg)
+	ctx := ctxT(t, 2*time.Minute)
+
+	mrole := "lp_m_" + p.master.Name
+	mident := pgx.Identifier{mrole}.Sanitize()
+	pgtest.Exec(t, p.master.DSN, "CREATE ROLE "+mident+" LOGIN REPLICATION PASSWORD 'se''cret'")
+	t.Cleanup(func() {
+		// After the slave's database (and its subscription) is gone.
+		conn, err := pgx.Connect(context.Background(), p.master.Cluster.DSN("postgres"))
+		if err != nil {
+			return
+		}
+		defer conn.Close(context.Background())
+		_, _ = conn.Exec(context.Background(), "DROP OWNED BY "+mident)
+		_, _ = conn.Exec(context.Background(), "DROP ROLE "+mident)
+	})
+	for _, g := range []string{
+		"GRANT USAGE ON SCHEMA pgoutpost TO " + mident,
+		"GRANT SELECT ON ALL TABLES IN SCHEMA public, pgoutpost TO " + mident,
+	} {
+		pgtest.Exec(t, p.master.DSN, g)
+	}
+	if err := p.master.Cluster.RequirePassword(ctx, mrole); err != nil {
+		t.Fatal(err)
+	}
+	conninfo := fmt.Sprintf("host=127.0.0.1 port=%d user=%s dbname=%s password=se'cret sslmode=disable", p.master.Cluster.Port, mrole, p.master.Name)
+	conninfo = strings.Replace(conninfo, "password=se'cret", `password='se\'cret'`, 1)
+
+	pool, _ := limitedRole(t, p.slave, "lp_s_"+p.slave.Name)
+	needs, err := MissingPrivileges(ctx, pool, "slave", reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left := grantAll(t, p.slave, needs); len(left) != 0 {
+		t.Fatalf("needs without a grant on 16+:\n%s", needsText(left))
+	}
+	t.Logf("granted:\n%s", needsText(needs))
+	if _, err := CreateSubscriptions(ctx, pool, p.names, conninfo); err != nil {
+		t.Fatalf("subscription create as the role: %v", err)
+	}
+	if err := WaitReady(ctx, pool, p.names, io.Discard, 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.Exec(t, p.master.DSN, "INSERT INTO cat VALUES (7, 'least privilege')")
+	eventually(t, "the row on the slave", func(ctx context.Context) (bool, error) {
+		s, err := queryString(ctx, p.spool, "SELECT coalesce((SELECT name FROM cat WHERE id = 7), '')")
+		return s == "least privilege", err
+	})
+	if _, err := UpdateSubscriptions(ctx, pool, p.names, conninfo); err != nil {
+		t.Fatalf("subscription update as the role: %v", err)
+	}
+	if _, err := DropSubscriptions(ctx, pool, p.names, conninfo); err != nil {
+		t.Fatalf("subscription drop as the role: %v", err)
 	}
 }

@@ -397,13 +397,18 @@ func writeConf(path string, settings map[string]string) error {
 	for _, k := range keys {
 		fmt.Fprintf(&b, "%s = %s\n", k, settings[k])
 	}
+	return writeServerFile(path, b.String())
+}
+
+// writeServerFile writes a file of the data directory, owned like it.
+func writeServerFile(path, content string) error {
 	// The file belongs to the server user; write it through a temp file we can
 	// chown rather than assume we are that user.
 	info, err := os.Stat(filepath.Dir(path))
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if st, ok := info.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 {

@@ -111,3 +111,20 @@ func (c *Cluster) Set(ctx context.Context, key, value string) error {
 
 // quoteLiteral quotes s as an SQL (and postgresql.conf) string literal.
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// RequirePassword makes the server ask role for its password (SCRAM) on TCP
+// connections; every other role keeps trust authentication.
+func (c *Cluster) RequirePassword(ctx context.Context, role string) error {
+	path := filepath.Join(c.DataDir, "pg_hba.conf")
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	line := fmt.Sprintf("host all %s 127.0.0.1/32 scram-sha-256\n", quoteHBA(role))
+	if err := writeServerFile(path, line+string(old)); err != nil {
+		return err
+	}
+	return c.exec(ctx, "SELECT pg_reload_conf()")
+}
+
+func quoteHBA(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
