@@ -106,8 +106,9 @@ func MissingPrivileges(ctx context.Context, db DB, role string, reg *registry.Re
 	case !subscriber:
 		c.need("subscription create|update|drop", "membership in pg_create_subscription", "GRANT pg_create_subscription TO "+c.user)
 	}
-	if version >= 160000 && !createDB {
-		c.need("subscription create", "CREATE on the database", grantCreate)
+	var createFor []string
+	if version >= 160000 {
+		createFor = append(createFor, "subscription create")
 	}
 	if version >= 160000 {
 		// The statement that holds the master's password is sent only with
@@ -128,12 +129,14 @@ func MissingPrivileges(ctx context.Context, db DB, role string, reg *registry.Re
 		}
 		// The apply worker writes each table as its owner (run_as_owner =
 		// false): the subscription's owner must be able to SET ROLE to it.
-		owners, err := c.tableOwners(append(syncedTableNames(reg), registry.DeleteQueue, registry.DenormalizeQueue))
+		owners, err := c.tableOwners(append(syncedTableNames(reg), registry.DeleteQueue, registry.DenormalizeQueue), "SET")
 		if err != nil {
 			return nil, err
 		}
 		for _, o := range owners {
-			c.needOr("subscription create (its apply worker)", "SET ROLE to "+o+", the owner of synced tables", "GRANT "+pgx.Identifier{o}.Sanitize()+" TO "+c.user,
+			// WITH INHERIT FALSE: the right to become the owner, not its
+			// privileges (16+).
+			c.needOr("subscription create (its apply worker)", "SET ROLE to "+o+", the owner of synced tables", "GRANT "+pgx.Identifier{o}.Sanitize()+" TO "+c.user+" WITH INHERIT FALSE",
 				"have the tables owned by a role that is no superuser: a member of a superuser's role can become it")
 		}
 	}
@@ -145,6 +148,20 @@ func MissingPrivileges(ctx context.Context, db DB, role string, reg *registry.Re
 		if !rds {
 			c.needOr("run", "REPLICATION (the sidecar's slot and stream)", "ALTER ROLE "+c.user+" REPLICATION", "on RDS: GRANT rds_replication TO "+c.user)
 		}
+	}
+	// The write guard's triggers: CREATE TRIGGER needs TRIGGER, DROP
+	// TRIGGER the owner's privileges.
+	owners, err := c.tableOwners(syncedTableNames(reg), "USAGE")
+	if err != nil {
+		return nil, err
+	}
+	inherit := ""
+	if version >= 160000 {
+		inherit = " WITH INHERIT TRUE"
+	}
+	for _, o := range owners {
+		c.needOr("guard install|remove (if you use the write guard)", "the privileges of "+o+", the owner of synced tables (dropping a trigger is the owner's)",
+			"GRANT "+pgx.Identifier{o}.Sanitize()+" TO "+c.user+inherit, "run the guard commands as the tables' owner")
 	}
 	var queues bool
 	// Looked up in the catalog: to_regclass needs USAGE on the schema.
@@ -165,8 +182,11 @@ func MissingPrivileges(ctx context.Context, db DB, role string, reg *registry.Re
 		if !usage {
 			c.need("run", "USAGE on schema "+registry.QueueSchema, "GRANT USAGE ON SCHEMA "+pgx.Identifier{registry.QueueSchema}.Sanitize()+" TO "+c.user)
 		}
-	} else if !createDB {
-		c.need("queue install", "CREATE on the database", grantCreate)
+	} else {
+		createFor = append(createFor, "queue install")
+	}
+	if !createDB && len(createFor) > 0 {
+		c.need(strings.Join(createFor, ", "), "CREATE on the database", grantCreate)
 	}
 	want := map[registry.TableName][]string{}
 	add := func(t registry.TableName, privs ...string) {
@@ -217,13 +237,14 @@ func syncedTableNames(reg *registry.Registry) []registry.TableName {
 	return out
 }
 
-// tableOwners returns the owners of tables that the role cannot SET ROLE to.
-func (c *privChecker) tableOwners(tables []registry.TableName) ([]string, error) {
+// tableOwners returns the owners of tables of whom the role lacks mode:
+// "SET" (may SET ROLE to it) or "USAGE" (has its privileges).
+func (c *privChecker) tableOwners(tables []registry.TableName, mode string) ([]string, error) {
 	var out []string
 	for _, t := range tables {
 		var ok bool
 		var owner string
-		err := c.db.QueryRow(c.ctx, "SELECT pg_has_role(c.relowner, 'SET'), pg_get_userbyid(c.relowner) FROM "+relation, t.Schema, t.Name).Scan(&ok, &owner)
+		err := c.db.QueryRow(c.ctx, "SELECT pg_has_role(c.relowner, $3), pg_get_userbyid(c.relowner) FROM "+relation, t.Schema, t.Name, mode).Scan(&ok, &owner)
 		if errors.Is(err, pgx.ErrNoRows) {
 			continue // not there yet: its own problem, reported elsewhere
 		}
