@@ -113,6 +113,9 @@ func TestStrictDecodingNamesLine(t *testing.T) {
 			`sidecar.yaml: database: required`,
 		}},
 		{"syntax error", "environment: [staging\n", []string{`sidecar.yaml:1: bad YAML`}},
+		{"syntax error on its own line", "environment: staging\nrole: slave\nmodels:\n  - name: a\n  - name: [b\nqueue: {}\n", []string{`sidecar.yaml:5: bad YAML: did not find expected ',' or ']'`}},
+		{"tab in an indentation", "environment: staging\nmodels:\n  - name: a\n\tkind: delete\n", []string{`sidecar.yaml:4: bad YAML: found a tab character`}},
+		{"integer beyond int64", minimal + "sidecar:\n  spill_bytes: 99999999999999999999\n", []string{`sidecar.yaml:8: sidecar.spill_bytes: the integer 99999999999999999999 is too large (at most 9223372036854775807)`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parse(t, tc.yaml, nil)

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"reflect"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -66,7 +68,7 @@ func decode(filename string, data []byte) (*Config, []error) {
 				}
 			}
 		}
-		d.problems = append(d.problems, &Problem{File: filename, Line: line, Msg: "bad YAML: " + msg})
+		d.problems = append(d.problems, &Problem{File: filename, Line: syntaxErrorLine(data, line, msg), Msg: "bad YAML: " + msg})
 		return nil, d.problems
 	}
 	var extra yaml.Node
@@ -91,6 +93,36 @@ func join(path, key string) string {
 }
 
 // kindName names a node's YAML type for "want X, got Y" messages.
+// syntaxErrorLine corrects the line yaml.v3 gives for a syntax error. Its
+// parser errors ("did not find expected …") carry a 0-based line, one early;
+// a tab in an indentation is reported at the line where the token it
+// interrupts began, not where the tab is.
+func syntaxErrorLine(data []byte, line int, msg string) int {
+	if line == 0 {
+		return 0
+	}
+	lines := strings.Split(string(data), "\n")
+	switch {
+	case strings.HasPrefix(msg, "did not find expected"):
+		line++
+		// Past the end of the text (an unclosed bracket): its last line.
+		for line > 1 && (line > len(lines) || strings.TrimSpace(lines[line-1]) == "") {
+			line--
+		}
+	case strings.Contains(msg, "tab character"):
+		for i := line - 1; i < len(lines); i++ {
+			indent := lines[i][:len(lines[i])-len(strings.TrimLeft(lines[i], " \t"))]
+			if strings.Contains(indent, "\t") {
+				return i + 1
+			}
+		}
+	}
+	return line
+}
+
+// allDigits matches a decimal integer as YAML writes it.
+var allDigits = regexp.MustCompile(`^[-+]?[0-9][0-9_]*$`)
+
 func kindName(n *yaml.Node) string {
 	switch n.Kind {
 	case yaml.MappingNode:
@@ -222,6 +254,11 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		}
 		v.SetBool(b)
 	case reflect.Int, reflect.Int64:
+		if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!float" && allDigits.MatchString(n.Value) {
+			// YAML reads an integer beyond int64 as a float.
+			d.errorf(n, path, "the integer %s is too large (at most %d)", n.Value, int64(math.MaxInt64))
+			return
+		}
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
 			d.errorf(n, path, "want an integer, got %s", kindName(n))
 			return
