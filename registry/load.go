@@ -2,12 +2,15 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
 	"strings"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Querier is what Load needs of a connection; *pgx.Conn, *pgxpool.Pool and
@@ -44,6 +47,9 @@ func Load(ctx context.Context, q Querier, spec Spec) (*Registry, error) {
 		}
 	}
 	l.resolve()
+	if err := l.checkSetValues(ctx, q); err != nil {
+		return nil, fmt.Errorf("check on_delete values: %w", err)
+	}
 	r := New(l.list)
 	r.problems = l.problems
 	return r, nil
@@ -270,7 +276,7 @@ func (l *loader) models() {
 			if !slices.Contains(l.schemas, m.Table.Schema) {
 				l.errorf(subject, "table %s is in schema %s, which is not in schemas: %s", m.Table, m.Table.Schema, strings.Join(l.schemas, ", "))
 			} else {
-				l.errorf(subject, "table %s does not exist", m.Table)
+				l.errorf(subject, "table %s does not exist%s", m.Table, labelHint(m))
 			}
 			continue
 		}
@@ -590,4 +596,54 @@ func modelSubject(m ModelSpec) string {
 		name = m.Label
 	}
 	return fmt.Sprintf("models: %s (%s)", name, m.Source)
+}
+
+// labelHint explains, for a model named by a Django label, where the missing
+// table's name came from.
+func labelHint(m ModelSpec) string {
+	if m.Label == "" {
+		return ""
+	}
+	app, model, _ := strings.Cut(m.Label, ".")
+	hint := fmt.Sprintf(" (%s was read as a Django label, whose default table is %s", m.Label, m.Table)
+	if len(m.Table.Name) > maxIdentifier {
+		hint += fmt.Sprintf("; that name is longer than PostgreSQL's %d-byte limit for identifiers, so the real table's name differs (Django shortens long names)", maxIdentifier)
+	}
+	return hint + fmt.Sprintf("; a table named %q in schema %s is written as table: %s.%s next to the label, or as db_table says)", model, app, app, model)
+}
+
+// maxIdentifier is PostgreSQL's NAMEDATALEN - 1.
+const maxIdentifier = 63
+
+// checkSetValues asks the server to read each SET(<value>) and configured
+// SET_DEFAULT value as the type of its column: a value the column cannot
+// hold would make every cascade through that foreign key fail. (A CAST, not
+// pg_input_is_valid, which 15 lacks: in a transaction, a value that fails
+// aborts it.)
+func (l *loader) checkSetValues(ctx context.Context, q Querier) error {
+	for _, t := range l.list {
+		for _, fk := range t.Outgoing {
+			r := fk.OnDelete
+			if r.Value == "" || (r.Rule != SetValue && r.Rule != SetDefault) {
+				continue
+			}
+			for _, name := range fk.FromColumns {
+				c := t.Column(name)
+				if c == nil || c.Type == "" {
+					continue
+				}
+				var s *string
+				err := q.QueryRow(ctx, "SELECT CAST($1::text AS "+c.Type+")::text", r.Value).Scan(&s)
+				var pgErr *pgconn.PgError
+				if errors.As(err, &pgErr) && pgerrcode.IsDataException(pgErr.Code) {
+					l.errorf(FKSubject(fk), "%s: %q is not a value of column %s (%s): %s", r, r.Value, c.Name, c.Type, pgErr.Message)
+					continue
+				}
+				if err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
