@@ -69,14 +69,53 @@ func (n TableName) Sanitize() string { return pgx.Identifier{n.Schema, n.Name}.S
 
 // ParseTableName parses "schema.table"; a bare name is in schema public.
 func ParseTableName(s string) (TableName, error) {
-	schema, name, ok := strings.Cut(s, ".")
-	if !ok {
-		schema, name = "public", s
+	parts, ok := splitQualified(s)
+	switch {
+	case ok && len(parts) == 1 && parts[0] != "":
+		return TableName{Schema: "public", Name: parts[0]}, nil
+	case ok && len(parts) == 2 && parts[0] != "" && parts[1] != "":
+		return TableName{Schema: parts[0], Name: parts[1]}, nil
 	}
-	if schema == "" || name == "" || strings.Contains(name, ".") {
-		return TableName{}, fmt.Errorf("bad table name %q: want schema.table", s)
+	return TableName{}, fmt.Errorf("bad table name %q: want schema.table (double-quote a part that holds a dot or a quote: \"a.b\".\"x\"\"y\")", s)
+}
+
+// splitQualified splits s on the dots outside double quotes and removes the
+// quotes ("" inside quotes stands for one "). Names are taken as written:
+// unquoted parts are not folded to lower case. ok is false for an unclosed
+// quote or a quote inside an unquoted part.
+func splitQualified(s string) (parts []string, ok bool) {
+	var cur strings.Builder
+	quoted, wasQuoted := false, false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case quoted && c == '"' && i+1 < len(s) && s[i+1] == '"':
+			cur.WriteByte('"')
+			i++
+		case quoted && c == '"':
+			quoted = false
+		case quoted:
+			cur.WriteByte(c)
+		case c == '"':
+			if cur.Len() > 0 || wasQuoted {
+				return nil, false
+			}
+			quoted, wasQuoted = true, true
+		case c == '.':
+			parts = append(parts, cur.String())
+			cur.Reset()
+			wasQuoted = false
+		default:
+			if wasQuoted {
+				return nil, false
+			}
+			cur.WriteByte(c)
+		}
 	}
-	return TableName{Schema: schema, Name: name}, nil
+	if quoted {
+		return nil, false
+	}
+	return append(parts, cur.String()), true
 }
 
 // Column is a table column as the catalog describes it.

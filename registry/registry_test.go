@@ -385,3 +385,25 @@ func TestMTIChildInheritsGenericRelation(t *testing.T) {
 		t.Errorf("problems lack the warning about the child:\n%s", ps)
 	}
 }
+
+func TestParseTableName(t *testing.T) {
+	for in, want := range map[string]registry.TableName{
+		"cat":                 {"public", "cat"},
+		"app.cat":             {"app", "cat"},
+		`public."Upper"`:      {"public", "Upper"},
+		`"my.schema"."a,b"`:   {"my.schema", "a,b"},
+		`public."say ""hi"""`: {"public", `say "hi"`},
+		`"Mixed"`:             {"public", "Mixed"},
+		"public.catalog_Unit": {"public", "catalog_Unit"}, // as written: no folding
+	} {
+		got, err := registry.ParseTableName(in)
+		if err != nil || got != want {
+			t.Errorf("ParseTableName(%s) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", ".", "a.", ".b", "a.b.c", `"open`, `a"b`, `"a"b`, `public."x"y`} {
+		if got, err := registry.ParseTableName(bad); err == nil {
+			t.Errorf("ParseTableName(%s) = %v, want an error", bad, got)
+		}
+	}
+}

@@ -40,7 +40,8 @@ func runGuard(ctx context.Context, e *env, args []string, install bool) error {
 		name = "guard install"
 	}
 	fs := newFlagSet(e, name, name+" (--table schema.table ... | --all) [--dry-run]"+guardHelp, &g)
-	tables := fs.StringSlice("table", nil, "a table to guard or unguard (schema.table; repeat or separate with commas)")
+	tables := new(listFlag)
+	fs.Var(tables, "table", `a table to guard or unguard (schema.table as written, a part holding a dot, comma or quote double-quoted: public."a,b"; repeat or separate with commas)`)
 	all := fs.Bool("all", false, "every synced table (install) or every guarded table (remove)")
 	dryRun := fs.Bool("dry-run", false, "print the plan and change nothing")
 	if err := parse(fs, args); err != nil {

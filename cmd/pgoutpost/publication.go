@@ -35,7 +35,8 @@ With --synchronous it also sets synchronous_standby_names to ANY n (...) over
 the subscriptions of the --slave-environments, so that every master commit
 waits for those slaves: a slave that is down then blocks master commits.`, &g)
 	synchronous := fs.Bool("synchronous", false, "also make every master commit wait for the slaves' subscriptions (synchronous_standby_names); default replication.synchronous")
-	slaves := fs.StringSlice("slave-environments", nil, "with --synchronous: the environments whose subscriptions the master waits for")
+	slaves := new(listFlag)
+	fs.Var(slaves, "slave-environments", "with --synchronous: the environments whose subscriptions the master waits for (repeat or separate with commas)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}

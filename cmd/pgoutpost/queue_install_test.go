@@ -154,6 +154,19 @@ func TestQueueCommands(t *testing.T) {
 		if _, err := spool.Exec(ctx, "INSERT INTO cat VALUES (5, 'local')"); err != nil {
 			t.Errorf("insert after guard remove --all: %v", err)
 		}
+		// A name with a comma and a quote, as SQL writes it: the list flag
+		// splits only outside double quotes.
+		if _, err := spool.Exec(ctx, `CREATE TABLE "odd, ""name""" (id int PRIMARY KEY)`); err != nil {
+			t.Fatal(err)
+		}
+		mustRun(t, "guard", "install", "--table", `public."odd, ""name""",public.cat`, "--config", scfg)
+		if _, err := spool.Exec(ctx, `INSERT INTO "odd, ""name""" VALUES (1)`); err == nil {
+			t.Errorf("insert into the guarded table with a comma and quotes in its name succeeded")
+		}
+		mustRun(t, "guard", "remove", "--table", `public."odd, ""name"""`, "--table", "public.cat", "--config", scfg)
+		if _, err := spool.Exec(ctx, `INSERT INTO "odd, ""name""" VALUES (1)`); err != nil {
+			t.Errorf("insert after its guard's removal: %v", err)
+		}
 		code, _, errs := runCLI(t, "guard", "install", "--config", scfg)
 		if code != exitUsage || !strings.Contains(errs, "--table or --all") {
 			t.Errorf("guard install without tables: exit %d, stderr %q", code, errs)

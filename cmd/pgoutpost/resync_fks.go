@@ -41,9 +41,10 @@ names by commas.
 
 `+overridesHelp(), &g)
 	dryRun := fs.Bool("dry-run", false, "count the hanging rows per relation in a read-only transaction and change nothing")
-	deleteProtect := fs.StringSlice("delete-protect", nil, "delete this table's rows that PROTECT, RESTRICT or DO_NOTHING would leave (with their CASCADE dependents)")
-	nullProtect := fs.StringSlice("null-protect", nil, "set this table's foreign keys that PROTECT, RESTRICT or DO_NOTHING would leave to NULL")
-	skip := fs.StringSlice("skip", nil, "leave out relations from or to this table")
+	deleteProtect, nullProtect, skip := new(listFlag), new(listFlag), new(listFlag)
+	fs.Var(deleteProtect, "delete-protect", "delete this table's rows that PROTECT, RESTRICT or DO_NOTHING would leave (with their CASCADE dependents)")
+	fs.Var(nullProtect, "null-protect", "set this table's foreign keys that PROTECT, RESTRICT or DO_NOTHING would leave to NULL")
+	fs.Var(skip, "skip", "leave out relations from or to this table")
 	batchSize := fs.Int("batch-size", fkresync.DefaultBatchSize, "hanging rows resolved per transaction")
 	if err := parse(fs, args); err != nil {
 		return err
