@@ -23,8 +23,10 @@ func runValidate(ctx context.Context, e *env, args []string) error {
 
 Loads the configuration, connects to database: and resolves the models against
 the catalog. Prints every problem, one per line (errors, then warnings), then
-the user tables: those that will NOT be synced. Exits 0 when the configuration
-is valid (warnings allowed), 2 when it is not.
+the user tables: those that will NOT be synced. The warnings include each
+privilege the configured role lacks for the commands of its role (master or
+slave), with the GRANT that gives it. Exits 0 when the configuration is valid
+(warnings allowed), 2 when it is not.
 
 `+overridesHelp(), &g)
 	if err := parse(fs, args); err != nil {
