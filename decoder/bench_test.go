@@ -1,7 +1,6 @@
 package decoder_test
 
 import (
-	"fmt"
 	"runtime"
 	"testing"
 	"time"
@@ -259,7 +258,7 @@ func pglogreplValues(b *testing.B, typeMap *pgtype.Map, msgs [][]byte) {
 				oid := rel.Columns[i].DataType
 				typ, ok := typeMap.TypeForOID(oid)
 				if !ok {
-					b.Fatal(fmt.Sprintf("type %d unknown", oid))
+					b.Fatalf("type %d unknown", oid)
 				}
 				val, err := typ.Codec.DecodeValue(typeMap, oid, pgtype.TextFormatCode, col.Data)
 				if err != nil {

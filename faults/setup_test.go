@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"text/template"
@@ -139,11 +138,8 @@ func buildBinary(t *testing.T) string {
 		return *flagBin
 	}
 	bin := filepath.Join(t.TempDir(), "pgoutpost")
-	goCmd := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goCmd); err != nil {
-		goCmd = "go"
-	}
-	cmd := exec.Command(goCmd, "build", "-o", bin, "./cmd/pgoutpost")
+	// The PATH's go, as for make faults itself.
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/pgoutpost")
 	cmd.Dir = ".."
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build pgoutpost: %v\n%s", err, out)

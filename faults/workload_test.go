@@ -41,8 +41,6 @@ func (s *idSet) remove(id int64) {
 	delete(s.pos, id)
 }
 
-func (s *idSet) has(id int64) bool { _, ok := s.pos[id]; return ok }
-
 func (s *idSet) len() int { return len(s.ids) }
 
 // take removes and returns up to n random members.

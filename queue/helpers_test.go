@@ -2,7 +2,6 @@ package queue
 
 import (
 	"context"
-	"encoding/json"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -107,20 +106,6 @@ func count(t testing.TB, pool *pgxpool.Pool, sql string, args ...any) int64 {
 		t.Fatalf("%s: %v", sql, err)
 	}
 	return n
-}
-
-// pkText is the jsonb text of a key, as PostgreSQL prints it.
-func pkText(t *testing.T, pool *pgxpool.Pool, obj map[string]any) string {
-	t.Helper()
-	b, err := json.Marshal(obj)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s string
-	if err := pool.QueryRow(context.Background(), "SELECT $1::jsonb::text", string(b)).Scan(&s); err != nil {
-		t.Fatal(err)
-	}
-	return s
 }
 
 // catalogSnapshot describes every trigger, function, relation, schema and

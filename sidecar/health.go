@@ -254,15 +254,6 @@ func (s *Sidecar) notReady(now time.Time) []string {
 	return why
 }
 
-// Ready returns nil when the sidecar is ready, else an error listing why.
-func (s *Sidecar) Ready() error {
-	why := s.notReady(time.Now())
-	if len(why) == 0 {
-		return nil
-	}
-	return errors.New(strings.Join(why, "; "))
-}
-
 // Handler serves /metrics, /healthz (200 while the run loop runs) and
 // /readyz (200 when ready, else 503 with one reason per line).
 func (s *Sidecar) Handler() http.Handler {

@@ -104,9 +104,6 @@ func (t *lsnTracker) idle(pos decoder.LSN) bool {
 	return t.raiseFlush(pos)
 }
 
-// busy reports whether a transaction is open or in flight.
-func (t *lsnTracker) busy() bool { return t.open > 0 || len(t.inflight) > 0 }
-
 func (t *lsnTracker) raiseFlush(pos decoder.LSN) bool {
 	if pos <= t.flush {
 		return false

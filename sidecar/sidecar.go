@@ -192,9 +192,6 @@ func New(opts Options) (*Sidecar, error) {
 	return s, nil
 }
 
-// Metrics returns the sidecar's metrics.
-func (s *Sidecar) Metrics() *Metrics { return s.metrics }
-
 // Addr returns the address the HTTP server listens on, once Run has opened
 // it, or nil when ctx ends first.
 func (s *Sidecar) Addr(ctx context.Context) net.Addr {

@@ -47,15 +47,6 @@ func (tx *Tx) Messages() iter.Seq2[[]byte, error] {
 // kept in a temporary file.
 func (tx *Tx) Spilled() bool { return tx.buf != nil && tx.buf.file != nil }
 
-// Size is the number of message bytes the transaction holds, dropped
-// subtransactions included.
-func (tx *Tx) Size() int {
-	if tx.buf == nil {
-		return 0
-	}
-	return tx.buf.size
-}
-
 func (tx *Tx) release() {
 	if tx.buf != nil {
 		tx.buf.release()

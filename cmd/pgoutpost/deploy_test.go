@@ -361,7 +361,7 @@ func checkPgoutpostContainer(t *testing.T, c k8sContainer, volumes map[string]st
 	name := cmd.name
 
 	fs := pflag.NewFlagSet("args", pflag.ContinueOnError)
-	fs.ParseErrorsWhitelist.UnknownFlags = true
+	fs.ParseErrorsAllowlist.UnknownFlags = true
 	fs.SetOutput(io.Discard)
 	path := fs.String("config", "", "")
 	_ = fs.Parse(c.Args)

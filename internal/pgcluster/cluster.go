@@ -199,14 +199,6 @@ func (c *Cluster) start(ctx context.Context) error {
 	return nil
 }
 
-// Restart stops the server (fast shutdown) and starts it again on the same port.
-func (c *Cluster) Restart(ctx context.Context) error {
-	if out, err := c.command(ctx, "pg_ctl", "-D", c.DataDir, "-m", "fast", "-w", "stop").CombinedOutput(); err != nil {
-		return fmt.Errorf("stop %s cluster: %w\n%s", c.Name, err, out)
-	}
-	return c.start(ctx)
-}
-
 // Stop stops the server immediately and removes its directory.
 func (c *Cluster) Stop() error {
 	var errs []error
