@@ -53,7 +53,7 @@ func setFailover(ctx context.Context, db DB, sub string) (bool, error) {
 
 // standbyCopyNote is what a slave subscribing to a physical standby must
 // know about the initial copy.
-const standbyCopyNote = "initial copies taken from a standby were seen to miss rows written since its last restartpoint (16–18). " +
+const standbyCopyNote = "initial copies taken from a standby were seen to miss rows written since its last restartpoint (on 17 and 18). " +
 	"Before subscribing: CHECKPOINT on the primary, wait until the standby has replayed it, CHECKPOINT on the standby. " +
 	"If that was not done, compare the copied tables with the master and, if they differ, subscription drop and create again " +
 	"after those steps (docs/deploy.md, \"Decoding off the master\")"
