@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -12,38 +11,15 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/pgoutpost/pgoutpost/internal/pgcluster"
 	"github.com/pgoutpost/pgoutpost/internal/pgtest"
 	"github.com/pgoutpost/pgoutpost/queue"
 )
 
-// limitedRole creates a login role with no privileges on db's cluster and
-// returns a pool of it on db; the role and what it owns in db go at the end.
+// limitedRole creates a login role with nothing granted on db's cluster and
+// returns a pool of it on db and its quoted name.
 func limitedRole(t *testing.T, db *pgtest.DB, name string) (*pgxpool.Pool, string) {
 	t.Helper()
-	ident := pgx.Identifier{name}.Sanitize()
-	pgtest.Exec(t, db.DSN, "CREATE ROLE "+ident+" LOGIN")
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, db.DSN)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer conn.Close(ctx)
-		for _, s := range []string{"REASSIGN OWNED BY " + ident + " TO " + pgx.Identifier{pgcluster.Superuser}.Sanitize(), "DROP OWNED BY " + ident, "DROP ROLE " + ident} {
-			if _, err := conn.Exec(ctx, s); err != nil {
-				t.Errorf("%s: %v", s, err)
-			}
-		}
-	})
-	u, err := url.Parse(db.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.User(name)
-	return pgtest.Pool(t, u.String()), ident
+	return pgtest.Pool(t, pgtest.Role(t, db, name, "")), pgx.Identifier{name}.Sanitize()
 }
 
 // grantAll runs each need's Grant as the superuser and returns the needs

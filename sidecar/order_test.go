@@ -2,7 +2,6 @@ package sidecar_test
 
 import (
 	"context"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -401,22 +400,7 @@ func TestPermissionErrorIsRetried(t *testing.T) {
 	e := newE2E(t)
 	role := "lim_" + e.slave.Name
 	ident := pgx.Identifier{role}.Sanitize()
-	t.Cleanup(func() { // after the pool below is closed
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, e.slave.DSN)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer conn.Close(ctx)
-		for _, s := range []string{"DROP OWNED BY " + ident, "DROP ROLE " + ident} {
-			if _, err := conn.Exec(ctx, s); err != nil {
-				t.Errorf("%s: %v", s, err)
-			}
-		}
-	})
-	exec(t, e.spool, "CREATE ROLE "+ident+" LOGIN")
+	dsn := pgtest.Role(t, e.slave, role, "")
 	for _, g := range []string{
 		"GRANT USAGE ON SCHEMA pgoutpost TO " + ident,
 		"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA pgoutpost TO " + ident,
@@ -425,12 +409,7 @@ func TestPermissionErrorIsRetried(t *testing.T) {
 	} {
 		exec(t, e.spool, g)
 	}
-	u, err := url.Parse(e.slave.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.User(role)
-	e.procDB = pgtest.Pool(t, u.String())
+	e.procDB = pgtest.Pool(t, dsn)
 	r := e.start(t, t, nil)
 
 	exec(t, e.mpool, "INSERT INTO unit VALUES (4, 'four')")

@@ -2,13 +2,12 @@ package sidecar_test
 
 import (
 	"context"
-	"net/url"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/pgoutpost/pgoutpost/internal/pgcluster"
+	"github.com/pgoutpost/pgoutpost/internal/pgtest"
 	"github.com/pgoutpost/pgoutpost/replication"
 )
 
@@ -20,28 +19,8 @@ func TestLeastPrivilegeRun(t *testing.T) {
 	e := newE2E(t)
 	role := "lp_" + e.slave.Name
 	ident := pgx.Identifier{role}.Sanitize()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, e.slave.DSN)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer conn.Close(ctx)
-		for _, s := range []string{"REASSIGN OWNED BY " + ident + " TO " + pgx.Identifier{pgcluster.Superuser}.Sanitize(), "DROP OWNED BY " + ident, "DROP ROLE " + ident} {
-			if _, err := conn.Exec(ctx, s); err != nil {
-				t.Errorf("%s: %v", s, err)
-			}
-		}
-	})
-	exec(t, e.spool, "CREATE ROLE "+ident+" LOGIN")
-	u, err := url.Parse(e.slave.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.User(role)
-	conn, err := pgx.Connect(testCtx(t, time.Minute), u.String())
+	dsn := pgtest.Role(t, e.slave, role, "")
+	conn, err := pgx.Connect(testCtx(t, time.Minute), dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +37,7 @@ func TestLeastPrivilegeRun(t *testing.T) {
 	// The test's own trigger on the slave logs each deleted unit as the
 	// deleting role: a user trigger's needs are the user's.
 	exec(t, e.spool, "GRANT INSERT ON deleted_log TO "+ident)
-	e.runDSN = u.String()
+	e.runDSN = dsn
 	r := e.start(t, t, nil)
 	defer func() {
 		if t.Failed() {

@@ -91,14 +91,8 @@ which version is needed when this machine has none.`, &g)
 		if conninfo, err = s.cfg.Database.Resolve(); err != nil {
 			return &replConfigError{fmt.Sprintf("database: %v", err)}
 		}
-	} else {
-		src, err := mf.source(s.cfg)
-		if err != nil {
-			return err
-		}
-		if conninfo, err = src.Resolve(ctx); err != nil {
-			return err
-		}
+	} else if conninfo, err = mf.resolve(ctx, s.cfg); err != nil {
+		return err
 	}
 	// pg_dump refuses a server newer than itself: name one that can dump
 	// this master, or say which version is needed.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -12,47 +11,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/pgoutpost/pgoutpost/internal/pgcluster"
 	"github.com/pgoutpost/pgoutpost/internal/pgtest"
 	"github.com/pgoutpost/pgoutpost/replication"
 )
-
-// leastRole creates a login role with nothing granted on db's cluster and
-// returns the DSN of db as that role; the role goes at the end.
-func leastRole(t *testing.T, db *pgtest.DB, name string, attrs string) string {
-	t.Helper()
-	ident := pgx.Identifier{name}.Sanitize()
-	pgtest.Exec(t, db.DSN, "CREATE ROLE "+ident+" LOGIN "+attrs)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		for _, dbname := range []string{db.Name, "postgres"} {
-			conn, err := pgx.Connect(ctx, db.Cluster.DSN(dbname))
-			if err != nil {
-				continue // the test's database is gone already
-			}
-			for _, s := range []string{"REASSIGN OWNED BY " + ident + " TO " + pgx.Identifier{pgcluster.Superuser}.Sanitize(), "DROP OWNED BY " + ident} {
-				_, _ = conn.Exec(ctx, s)
-			}
-			conn.Close(ctx)
-		}
-		conn, err := pgx.Connect(ctx, db.Cluster.DSN("postgres"))
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP ROLE "+ident); err != nil {
-			t.Errorf("drop role %s: %v", name, err)
-		}
-	})
-	u, err := url.Parse(db.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.User(name)
-	return u.String()
-}
 
 // grantNeeds grants, as the superuser, what MissingPrivileges lists for the
 // role of the configuration at cfg (only the needs of commands naming
@@ -110,16 +71,16 @@ func TestCommandsAsLeastPrivilegedRoles(t *testing.T) {
 
 	// The subscription's master role: REPLICATION, SELECT, asked for its password.
 	repl := "lp_r_" + master.Name
-	leastRole(t, master, repl, "REPLICATION PASSWORD 'pw'")
+	pgtest.Role(t, master, repl, "REPLICATION PASSWORD 'pw'")
 	if err := master.Cluster.RequirePassword(ctx, repl); err != nil {
 		t.Fatal(err)
 	}
-	mdsn := leastRole(t, master, "lp_m_"+master.Name, "")
-	sdsn := leastRole(t, slave, "lp_s_"+slave.Name, "")
+	mdsn := pgtest.Role(t, master, "lp_m_"+master.Name, "")
+	sdsn := pgtest.Role(t, slave, "lp_s_"+slave.Name, "")
 	// As in a real deployment the slave's tables belong to the application's
 	// role, not to a superuser (whose role pgoutpost's would then become).
 	owner := "lp_o_" + slave.Name
-	leastRole(t, slave, owner, "")
+	pgtest.Role(t, slave, owner, "")
 	for _, tb := range []string{"cat", "unit", "outcome", "report"} {
 		pgtest.Exec(t, slave.DSN, "ALTER TABLE "+tb+" OWNER TO "+pgx.Identifier{owner}.Sanitize())
 	}

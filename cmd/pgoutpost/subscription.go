@@ -46,6 +46,23 @@ func (m *masterFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&m.awsRegion, "aws-region", "", "region of --aws-secret (default "+replication.DefaultAWSRegion+")")
 }
 
+// resolve returns the master's conninfo, from the flags or the
+// configuration's master section.
+func (m *masterFlags) resolve(ctx context.Context, cfg *config.Config) (string, error) {
+	src, err := m.source(cfg)
+	if err != nil {
+		return "", err
+	}
+	return src.Resolve(ctx)
+}
+
+// printResults prints what a subscription command did, one line each.
+func printResults(e *env, results []replication.SubscriptionResult) {
+	for _, r := range results {
+		fmt.Fprintf(e.stdout, "subscription %s: %s\n", r.Name, r.Action)
+	}
+}
+
 // source returns where the master's conninfo comes from: the flags, or the
 // configuration's master section.
 func (m *masterFlags) source(cfg *config.Config) (replication.Source, error) {
@@ -117,11 +134,7 @@ table whose copy fails and the likely reason.`
 		return err
 	}
 	defer s.close()
-	src, err := mf.source(s.cfg)
-	if err != nil {
-		return err
-	}
-	conninfo, err := src.Resolve(ctx)
+	conninfo, err := mf.resolve(ctx, s.cfg)
 	if err != nil {
 		return err
 	}
@@ -130,9 +143,7 @@ table whose copy fails and the likely reason.`
 		do = replication.UpdateSubscriptions
 	}
 	results, err := do(ctx, s.conn, s.names, conninfo)
-	for _, r := range results {
-		fmt.Fprintf(e.stdout, "subscription %s: %s\n", r.Name, r.Action)
-	}
+	printResults(e, results)
 	if err != nil {
 		return err
 	}
@@ -172,17 +183,11 @@ slot on the slave (sidecar.slot) is not touched.`, &g)
 		return err
 	}
 	defer s.close()
-	src, err := mf.source(s.cfg)
-	if err != nil {
-		return err
-	}
-	conninfo, err := src.Resolve(ctx)
+	conninfo, err := mf.resolve(ctx, s.cfg)
 	if err != nil {
 		return err
 	}
 	results, err := replication.DropSubscriptions(ctx, s.conn, s.names, conninfo)
-	for _, r := range results {
-		fmt.Fprintf(e.stdout, "subscription %s: %s\n", r.Name, r.Action)
-	}
+	printResults(e, results)
 	return err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"net/url"
 	"os"
 	"regexp"
 	"strings"
@@ -166,4 +167,44 @@ func abbreviate(s string) string {
 		return s[:300] + "…"
 	}
 	return s
+}
+
+// Role creates a login role named name with attrs (e.g. "REPLICATION") on
+// db's cluster, with no privileges, and returns db's DSN as that role. When
+// the test ends, what the role owns in db is given to the superuser and the
+// role is dropped (roles are the cluster's: the name must be unique, e.g.
+// from db.Name).
+func Role(t testing.TB, db *DB, name, attrs string) string {
+	t.Helper()
+	ident := pgx.Identifier{name}.Sanitize()
+	Exec(t, db.DSN, "CREATE ROLE "+ident+" LOGIN "+attrs)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, dbname := range []string{db.Name, "postgres"} {
+			conn, err := pgx.Connect(ctx, db.Cluster.DSN(dbname))
+			if err != nil {
+				continue // the test's database is gone already
+			}
+			for _, s := range []string{"REASSIGN OWNED BY " + ident + " TO " + pgx.Identifier{pgcluster.Superuser}.Sanitize(), "DROP OWNED BY " + ident} {
+				_, _ = conn.Exec(ctx, s)
+			}
+			conn.Close(ctx)
+		}
+		conn, err := pgx.Connect(ctx, db.Cluster.DSN("postgres"))
+		if err != nil {
+			t.Errorf("pgtest: drop role %s: %v", name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP ROLE "+ident); err != nil {
+			t.Errorf("pgtest: drop role %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(db.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(name)
+	return u.String()
 }
