@@ -11,12 +11,19 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pgoutpost/pgoutpost/event"
 	"github.com/pgoutpost/pgoutpost/registry"
+	"github.com/pgoutpost/pgoutpost/replication"
+	"github.com/pgoutpost/pgoutpost/sink"
 )
 
 // Defaults. Default() sets them before the file is decoded, and list items
 // (models, generic relations, an aws_secret) get theirs as they are created,
-// so each default is applied exactly once and the file always wins.
+// so each default is applied exactly once and the file always wins. Those of
+// a library package are that package's own and config refers to them, except
+// the queue's and the sidecar's: config cannot import those packages (queue's
+// own tests read configurations), and TestDefaultsAreTheLibraries keeps them
+// equal.
 const (
 	DefaultSchema              = "public"
 	DefaultContribSystemTables = true
@@ -28,14 +35,14 @@ const (
 	DefaultMaxLag              = time.Minute
 	DefaultHeartbeat           = 10 * time.Second
 	DefaultSpillBytes          = 64 << 20
-	DefaultNATSURL             = "nats://127.0.0.1:4222"
-	DefaultStream              = "PGOUTPOST"
-	DefaultSubjectPrefix       = "pgoutpost"
-	DefaultDuplicateWindow     = 2 * time.Minute
+	DefaultNATSURL             = sink.DefaultURL
+	DefaultStream              = sink.DefaultStream
+	DefaultSubjectPrefix       = event.DefaultPrefix
+	DefaultDuplicateWindow     = sink.DefaultDuplicateWindow
 	DefaultCreateStream        = true
-	DefaultMaxInFlight         = 256
+	DefaultMaxInFlight         = sink.DefaultMaxInFlight
 	DefaultBatchSize           = 500
-	DefaultAWSRegion           = "us-east-1"
+	DefaultAWSRegion           = replication.DefaultAWSRegion
 	DefaultOnTruncate          = registry.TruncateLog
 	DefaultContentTypeColumn   = "content_type_id"
 	DefaultObjectIDColumn      = "object_id"

@@ -26,9 +26,11 @@ import (
 
 // Sidecar defaults.
 const (
+	DefaultSlot          = "pgoutpost_sidecar"
 	DefaultShutdownGrace = 30 * time.Second
 	DefaultMaxLag        = time.Minute
-	DefaultHeartbeat     = 10 * time.Second
+	DefaultHeartbeat     = DefaultHeartbeatInterval
+	DefaultSpillBytes    = DefaultSpillThreshold
 	DefaultBatchSize     = 500
 	DefaultProbeInterval = 2 * time.Second
 	DefaultProbeTimeout  = 5 * time.Second
@@ -114,7 +116,7 @@ func (o *Options) setDefaults() {
 		o.BatchSize = DefaultBatchSize
 	}
 	if o.Slot == "" {
-		o.Slot = "pgoutpost_sidecar"
+		o.Slot = DefaultSlot
 	}
 	if o.Publication == "" {
 		o.Publication = queue.DefaultLocalPublication

@@ -27,8 +27,8 @@ import (
 const (
 	DefaultStatusInterval    = 10 * time.Second
 	DefaultFlushDelay        = time.Second
-	DefaultHeartbeatInterval = 30 * time.Second
-	DefaultSpillThreshold    = 16 << 20
+	DefaultHeartbeatInterval = 10 * time.Second
+	DefaultSpillThreshold    = 64 << 20
 	DefaultQueueLength       = 64
 	DefaultReconnectMin      = 200 * time.Millisecond
 	DefaultReconnectMax      = 30 * time.Second
