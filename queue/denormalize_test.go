@@ -188,7 +188,7 @@ func TestNATSOutageKeepsEntries(t *testing.T) {
 		done, err := p.Apply(context.Background(), txns)
 		res <- result{done, err}
 	}()
-	time.Sleep(500 * time.Millisecond) // let it try and fail a few times
+	pgtest.Eventually(t, "publishes to fail during the outage", func() bool { return snk.Stats().Failed >= 3 })
 	select {
 	case r := <-res:
 		t.Fatalf("Apply returned during the outage: %+v", r)

@@ -3,9 +3,9 @@ package queue
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -17,18 +17,13 @@ import (
 // waitFor polls sql (a count) on pool until it returns want.
 func waitFor(t *testing.T, pool *pgxpool.Pool, want int64, sql string) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
 	var n int64
-	for time.Now().Before(deadline) {
+	pgtest.Eventually(t, sql+" = "+strconv.FormatInt(want, 10), func() bool {
 		if err := pool.QueryRow(context.Background(), sql).Scan(&n); err != nil {
 			t.Fatalf("%s: %v", sql, err)
 		}
-		if n == want {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s = %d after a minute, want %d", sql, n, want)
+		return n == want
+	})
 }
 
 func TestGuard(t *testing.T) {

@@ -144,22 +144,15 @@ func (p *pair) subscribe(t *testing.T) {
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t *testing.T, what string, cond func(ctx context.Context) (bool, error)) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
+	pgtest.Eventually(t, what, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
 		ok, err := cond(ctx)
-		cancel()
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within a minute", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return ok
+	})
 }
 
 func queryString(ctx context.Context, pool *pgxpool.Pool, sql string, args ...any) (string, error) {

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgoutpost/pgoutpost/decoder"
+	"github.com/pgoutpost/pgoutpost/internal/pgtest"
 )
 
 // The crash tests run a producer that commits numbered batches one after the
@@ -353,7 +354,7 @@ func TestStreamCrashSafetyKill(t *testing.T) {
 	cmd := start()
 	pids = append(pids, cmd.Process.Pid)
 	t.Cleanup(func() { kill(cmd) })
-	waitFor(t, "every batch to be handled", func() bool { return len(handledBatches()) == crashBatches })
+	pgtest.Eventually(t, "every batch to be handled", func() bool { return len(handledBatches()) == crashBatches })
 	kill(cmd)
 	samples = append(samples, sample{confirmed: f.confirmed(t), done: handledBatches()})
 

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pgoutpost/pgoutpost/internal/pgtest"
 )
 
 // TestSidecarSlotInvalidatedWhileRunning invalidates the sidecar's slot while
@@ -19,7 +21,7 @@ func TestSidecarSlotInvalidatedWhileRunning(t *testing.T) {
 	exec(t, e.mpool, "INSERT INTO unit SELECT g, 'u' || g FROM generate_series(1, 3) g")
 	synced(t, e.spool, 3, "SELECT count(*) FROM unit")
 	exec(t, e.mpool, "INSERT INTO outcome VALUES (1, 'a')")
-	eventually(t, "the insert event", func() bool { return len(ev.of(1)) == 1 })
+	pgtest.Eventually(t, "the insert event", func() bool { return len(ev.of(1)) == 1 })
 	exec(t, e.mpool, "DELETE FROM unit WHERE id = 1")
 	synced(t, e.spool, 0, "SELECT count(*) FROM unit WHERE id = 1")
 
@@ -71,13 +73,13 @@ func TestSidecarSlotInvalidatedWhileRunning(t *testing.T) {
 	synced(t, e.spool, 1, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND wal_status <> 'lost'", e.slot)
 	synced(t, e.spool, 0, "SELECT count(*) FROM unit WHERE id = 2")
 	synced(t, e.spool, 0, "SELECT count(*) FROM pgoutpost.denormalize_queue")
-	eventually(t, "the event held during the outage", func() bool { return len(ev.of(1)) == 2 })
+	pgtest.Eventually(t, "the event held during the outage", func() bool { return len(ev.of(1)) == 2 })
 
 	// The new slot is followed.
 	exec(t, e.mpool, "DELETE FROM unit WHERE id = 3")
 	exec(t, e.mpool, "DELETE FROM outcome WHERE id = 1")
 	synced(t, e.spool, 0, "SELECT count(*) FROM unit WHERE id = 3")
-	eventually(t, "the delete event", func() bool { return len(ev.of(1)) == 3 })
+	pgtest.Eventually(t, "the delete event", func() bool { return len(ev.of(1)) == 3 })
 	synced(t, e.spool, 0, "SELECT count(*) FROM pgoutpost.delete_queue")
 
 	select {

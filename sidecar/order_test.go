@@ -54,14 +54,14 @@ func settle(t testing.TB, e *e2e) {
 	// A marker row committed last on the master arrives last on the slave.
 	marker := time.Now().UnixNano() % 1000000000
 	exec(t, e.mpool, "INSERT INTO bulk VALUES ($1, 'settle')", -marker)
-	eventually(t, "the slave to apply the master's last transaction", func() bool {
+	pgtest.Eventually(t, "the slave to apply the master's last transaction", func() bool {
 		return queryInt(t, e.spool, "SELECT count(*) FROM bulk WHERE id = $1", -marker) == 1
 	})
-	eventually(t, "the queue tables to be empty", func() bool {
+	pgtest.Eventually(t, "the queue tables to be empty", func() bool {
 		return queryInt(t, e.spool, "SELECT (SELECT count(*) FROM pgoutpost.delete_queue) + (SELECT count(*) FROM pgoutpost.denormalize_queue)") == 0
 	})
 	exec(t, e.mpool, "DELETE FROM bulk WHERE id = $1", -marker)
-	eventually(t, "the marker's delete", func() bool {
+	pgtest.Eventually(t, "the marker's delete", func() bool {
 		return queryInt(t, e.spool, "SELECT count(*) FROM bulk WHERE id = $1", -marker) == 0
 	})
 	if n := queryInt(t, e.spool, "SELECT count(*) FROM pgoutpost.dead_letter"); n != 0 {
@@ -166,7 +166,7 @@ func TestOrderBulkLoadThenUpdates(t *testing.T) {
 		}
 	}
 	settle(t, e)
-	eventually(t, "three events of each outcome", func() bool {
+	pgtest.Eventually(t, "three events of each outcome", func() bool {
 		for id := 1; id <= 20; id++ {
 			if len(ev.of(id)) < 3 {
 				return false
@@ -221,7 +221,7 @@ func TestOrderApplyErrorHoldsEntries(t *testing.T) {
 	exec(t, e.mpool, "ALTER TABLE marker ADD COLUMN extra text")
 	exec(t, e.mpool, "UPDATE marker SET unit_id = 8, extra = 'moved' WHERE id = 1")
 	exec(t, e.mpool, "DELETE FROM unit WHERE id = 7")
-	eventually(t, "the slave's apply worker to fail on the missing column", func() bool {
+	pgtest.Eventually(t, "the slave's apply worker to fail on the missing column", func() bool {
 		return queryInt(t, e.spool, "SELECT coalesce(sum(apply_error_count), 0) FROM pg_stat_subscription_stats") > 0
 	})
 	// Held for a while: the delete stays queued on the master's side of the
@@ -274,7 +274,7 @@ func TestOrderTableCopiedWhileRunning(t *testing.T) {
 	exec(t, e.mpool, "INSERT INTO unit VALUES (3, 'three')")
 	exec(t, e.mpool, "DELETE FROM unit WHERE id = 3")
 	sawCopying := false
-	eventually(t, "the copy of late to finish", func() bool {
+	pgtest.Eventually(t, "the copy of late to finish", func() bool {
 		if _, body := r.get(t, "/readyz"); strings.Contains(body, "copying: public.late") {
 			sawCopying = true
 		}
@@ -313,7 +313,7 @@ func TestOrderSlotDroppedWhileRunning(t *testing.T) {
 	}
 	dropSlot(t, e.spool, e.slot)
 	exec(t, e.mpool, "DELETE FROM unit WHERE id = 5")
-	eventually(t, "the entry in the slave's queue table", func() bool {
+	pgtest.Eventually(t, "the entry in the slave's queue table", func() bool {
 		return queryInt(t, e.spool, "SELECT count(*) FROM pgoutpost.delete_queue") == 1 ||
 			queryInt(t, e.spool, "SELECT count(*) FROM unit WHERE id = 5") == 0
 	})
@@ -334,7 +334,7 @@ func TestOrderSlotDroppedWhileRunning(t *testing.T) {
 // sidecar's stream reconnects.
 func dropSlot(t testing.TB, pool *pgxpool.Pool, slot string) {
 	t.Helper()
-	eventually(t, "slot "+slot+" dropped", func() bool {
+	pgtest.Eventually(t, "slot "+slot+" dropped", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_, _ = pool.Exec(ctx, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL", slot)
@@ -415,7 +415,7 @@ func TestPermissionErrorIsRetried(t *testing.T) {
 	exec(t, e.mpool, "INSERT INTO unit VALUES (4, 'four')")
 	synced(t, e.spool, 1, "SELECT count(*) FROM unit WHERE id = 4")
 	exec(t, e.mpool, "DELETE FROM unit WHERE id = 4")
-	eventually(t, "/readyz to name the permission error", func() bool {
+	pgtest.Eventually(t, "/readyz to name the permission error", func() bool {
 		_, body := r.get(t, "/readyz")
 		return strings.Contains(body, "apply: ") && strings.Contains(body, "permission denied")
 	})
@@ -429,7 +429,7 @@ func TestPermissionErrorIsRetried(t *testing.T) {
 	synced(t, e.spool, 0, "SELECT count(*) FROM unit WHERE id = 4")
 	settle(t, e)
 	sameRows(t, e, "unit")
-	eventually(t, "/readyz to drop the apply error", func() bool {
+	pgtest.Eventually(t, "/readyz to drop the apply error", func() bool {
 		_, body := r.get(t, "/readyz")
 		return !strings.Contains(body, "apply: ")
 	})
@@ -440,9 +440,9 @@ func TestPermissionErrorIsRetried(t *testing.T) {
 func TestSecondSidecarNamesTheHolder(t *testing.T) {
 	e := newE2E(t)
 	first := e.start(t, t, nil)
-	eventually(t, "the first sidecar to be ready", func() bool { code, _ := first.get(t, "/readyz"); return code == 200 })
+	pgtest.Eventually(t, "the first sidecar to be ready", func() bool { code, _ := first.get(t, "/readyz"); return code == 200 })
 	second := e.start(t, t, nil)
-	eventually(t, "the second sidecar to name the slot's holder", func() bool {
+	pgtest.Eventually(t, "the second sidecar to name the slot's holder", func() bool {
 		code, body := second.get(t, "/readyz")
 		return code == 503 && strings.Contains(body, "is held by another connection (server PID")
 	})

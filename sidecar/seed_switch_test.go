@@ -148,10 +148,10 @@ func TestSeedMasterSwitchover(t *testing.T) {
 		t.Fatalf("the deleter made only %d deletes", deleted)
 	}
 
-	eventually(t, "every delete applied on the slave", func() bool {
+	pgtest.Eventually(t, "every delete applied on the slave", func() bool {
 		return queryInt(t, e.spool, "SELECT count(*) FROM catalog_unit") == queryInt(t, e.mpool, "SELECT count(*) FROM catalog_unit")
 	})
-	eventually(t, "the queues empty", func() bool {
+	pgtest.Eventually(t, "the queues empty", func() bool {
 		return queryInt(t, e.spool, "SELECT (SELECT count(*) FROM pgoutpost.delete_queue) + (SELECT count(*) FROM logical_replication_deletequeue)") == 0
 	})
 	sameRows(t, e, "catalog_unit")

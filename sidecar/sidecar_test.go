@@ -346,17 +346,6 @@ func (e *e2e) consume(t testing.TB) (*events, jetstream.JetStream) {
 	return ev, js
 }
 
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func queryInt(t testing.TB, pool *pgxpool.Pool, sql string, args ...any) int64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -380,7 +369,7 @@ func exec(t testing.TB, pool *pgxpool.Pool, sql string, args ...any) {
 // synced waits until the slave's row count of sql equals want.
 func synced(t testing.TB, pool *pgxpool.Pool, want int64, sql string, args ...any) {
 	t.Helper()
-	eventually(t, sql, func() bool { return queryInt(t, pool, sql, args...) == want })
+	pgtest.Eventually(t, sql, func() bool { return queryInt(t, pool, sql, args...) == want })
 }
 
 func names(evs []event.Event) []string {
@@ -457,7 +446,7 @@ func TestSidecarEndToEnd(t *testing.T) {
 		exec(t, e.mpool, "INSERT INTO outcome VALUES (1, 'a')")
 		exec(t, e.mpool, "UPDATE outcome SET name = 'b' WHERE id = 1")
 		exec(t, e.mpool, "DELETE FROM outcome WHERE id = 1")
-		eventually(t, "three events of outcome 1", func() bool { return len(ev.of(1)) >= 3 })
+		pgtest.Eventually(t, "three events of outcome 1", func() bool { return len(ev.of(1)) >= 3 })
 		time.Sleep(300 * time.Millisecond) // a fourth would show up now
 		got := ev.of(1)
 		var ops []event.Op
@@ -480,7 +469,7 @@ func TestSidecarEndToEnd(t *testing.T) {
 		for i := 1; i <= 10; i++ {
 			exec(t, e.mpool, "UPDATE outcome SET name = 'v' || $1::int WHERE id = 2", i)
 		}
-		eventually(t, "eleven events of outcome 2", func() bool { return len(ev.of(2)) >= 11 })
+		pgtest.Eventually(t, "eleven events of outcome 2", func() bool { return len(ev.of(2)) >= 11 })
 		got := ev.of(2)
 		if len(got) != 11 {
 			t.Fatalf("%d events: %v", len(got), names(got))
@@ -505,7 +494,7 @@ func TestSidecarEndToEnd(t *testing.T) {
 		synced(t, e.spool, 1, "SELECT count(*) FROM pgoutpost.delete_queue")
 		sc = e.start(t, top, nil)
 		synced(t, e.spool, 0, "SELECT count(*) FROM unit WHERE id = 4")
-		eventually(t, "the event made while stopped", func() bool { return len(ev.of(2)) >= 12 })
+		pgtest.Eventually(t, "the event made while stopped", func() bool { return len(ev.of(2)) >= 12 })
 		synced(t, e.spool, 0, "SELECT count(*) FROM pgoutpost.denormalize_queue")
 		time.Sleep(500 * time.Millisecond)
 		if n := queryInt(t, e.spool, "SELECT count(*) FROM (SELECT unit_id FROM deleted_log GROUP BY unit_id HAVING count(*) > 1) d"); n != 0 {
@@ -535,10 +524,17 @@ func TestSidecarEndToEnd(t *testing.T) {
 		if n := queryInt(t, e.spool, "SELECT count(*) FROM pgoutpost.denormalize_queue"); n != 1 {
 			t.Fatalf("%d entries queued after the crash, want the published one", n)
 		}
-		eventually(t, "the published event", func() bool { return ev.count() == before+1 })
+		pgtest.Eventually(t, "the published event", func() bool { return ev.count() == before+1 })
 		sc = e.start(t, top, nil)
 		synced(t, e.spool, 0, "SELECT count(*) FROM pgoutpost.denormalize_queue")
-		time.Sleep(time.Second) // a duplicate would arrive now
+		// A later change: the stream is ordered, so once its event is in,
+		// a duplicate of the earlier one would be too.
+		exec(t, e.mpool, "UPDATE outcome SET name = 'after the crash' WHERE id = 2")
+		pgtest.Eventually(t, "the later change's event", func() bool {
+			got := ev.of(2)
+			var row struct{ Name string }
+			return len(got) > 0 && got[len(got)-1].DecodeRow(&row) == nil && row.Name == "after the crash"
+		})
 		if d := ev.duplicates(); len(d) > 0 {
 			t.Errorf("events received twice: %v", d)
 		}
@@ -565,14 +561,14 @@ func TestSidecarEndToEnd(t *testing.T) {
 		// The clusters commit without waiting for the WAL flush, which
 		// pg_walinspect needs: a synchronous commit of our own flushes it.
 		var end string
-		eventually(t, "the commit record in the WAL", func() bool {
+		pgtest.Eventually(t, "the commit record in the WAL", func() bool {
 			exec(t, e.spool, "BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_catalog.txid_current(); COMMIT")
 			end = queryText(t, e.spool, `SELECT coalesce(max(w.end_lsn)::text, '')
 				FROM pg_replication_slots s, pg_get_wal_records_info(s.restart_lsn, pg_current_wal_flush_lsn()) w
 				WHERE s.slot_name = $1 AND w.resource_manager = 'Transaction' AND w.record_type = 'COMMIT' AND w.xid::text::bigint = $2`, e.slot, xid)
 			return end != ""
 		})
-		eventually(t, "readyz to report NATS", func() bool {
+		pgtest.Eventually(t, "readyz to report NATS", func() bool {
 			code, body := sc.get(t, "/readyz")
 			return code == http.StatusServiceUnavailable && strings.Contains(body, "nats")
 		})
@@ -587,11 +583,11 @@ func TestSidecarEndToEnd(t *testing.T) {
 		}
 		restarted = true
 		synced(t, e.spool, 0, "SELECT count(*) FROM pgoutpost.denormalize_queue")
-		eventually(t, "the event made during the outage", func() bool { return len(ev.of(2)) == before+1 })
-		eventually(t, "the flush position past the transaction", func() bool {
+		pgtest.Eventually(t, "the event made during the outage", func() bool { return len(ev.of(2)) == before+1 })
+		pgtest.Eventually(t, "the flush position past the transaction", func() bool {
 			return queryInt(t, e.spool, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND confirmed_flush_lsn >= $2::pg_lsn", e.slot, end) == 1
 		})
-		eventually(t, "readyz 200", func() bool {
+		pgtest.Eventually(t, "readyz 200", func() bool {
 			code, _ := sc.get(t, "/readyz")
 			return code == http.StatusOK
 		})
@@ -605,7 +601,7 @@ func TestSidecarEndToEnd(t *testing.T) {
 		// decoding streams the applied transaction, with its Origin in
 		// every block.
 		exec(t, e.mpool, "INSERT INTO outcome SELECT g, repeat('x', 100) FROM generate_series(100, 2099) g")
-		eventually(t, "2000 insert events", func() bool {
+		pgtest.Eventually(t, "2000 insert events", func() bool {
 			n := 0
 			for id := 100; id < 2100; id += 100 {
 				n += len(ev.of(id))

@@ -95,7 +95,7 @@ func (f *fixture) confirmed(t testing.TB) decoder.LSN {
 func (f *fixture) waitInactive(t testing.TB) {
 	t.Helper()
 	conn := connect(t, f.db.DSN)
-	waitFor(t, "slot "+f.slot+" to be released", func() bool {
+	pgtest.Eventually(t, "slot "+f.slot+" to be released", func() bool {
 		var active bool
 		if err := conn.QueryRow(context.Background(), "SELECT active FROM pg_replication_slots WHERE slot_name = $1", f.slot).Scan(&active); err != nil {
 			t.Fatal(err)
@@ -132,17 +132,6 @@ func run(t testing.TB, s *Stream) (stop func() error) {
 }
 
 // waitFor polls cond until it holds or a minute passes.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // delivered is what a test consumer saw of one transaction.
 type delivered struct {
 	Xid               uint32
@@ -301,7 +290,7 @@ func TestStreamDelivers(t *testing.T) {
 	f.createSlot(t)
 	rec, s := newRecorder(t, cfg)
 	run(t, s)
-	waitFor(t, "the stream to start", func() bool { return s.Stats().SentFlush != 0 })
+	pgtest.Eventually(t, "the stream to start", func() bool { return s.Stats().SentFlush != 0 })
 
 	conn := connect(t, f.db.DSN)
 	type want struct {
@@ -326,7 +315,7 @@ func TestStreamDelivers(t *testing.T) {
 	// A streamed transaction that aborts is never delivered. It rolls back
 	// only once the stream has received part of it: PostgreSQL 18 no longer
 	// streams a transaction already known to have aborted.
-	waitFor(t, "the streamed transaction", func() bool { return rec.has(7999) })
+	pgtest.Eventually(t, "the streamed transaction", func() bool { return rec.has(7999) })
 	m0 := s.Stats().Messages
 	abort, err := conn.Begin(context.Background())
 	if err != nil {
@@ -335,7 +324,7 @@ func TestStreamDelivers(t *testing.T) {
 	if _, err := abort.Exec(context.Background(), ins(7, 10000, 14999)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "part of the open transaction to be streamed", func() bool { return s.Stats().Messages > m0+1000 })
+	pgtest.Eventually(t, "part of the open transaction to be streamed", func() bool { return s.Stats().Messages > m0+1000 })
 	if err := abort.Rollback(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +336,7 @@ func TestStreamDelivers(t *testing.T) {
 	}
 	wal, _ := pglogrepl.ParseLSN(walNow)
 
-	waitFor(t, "the last transaction", func() bool { return rec.has(20000) })
+	pgtest.Eventually(t, "the last transaction", func() bool { return rec.has(20000) })
 	got := rec.snapshot()
 	if len(got) != len(wants) {
 		t.Fatalf("delivered %d transactions, want %d: %+v", len(got), len(wants), got)
@@ -373,7 +362,7 @@ func TestStreamDelivers(t *testing.T) {
 		prevEnd = g.EndLSN
 	}
 	// Everything was acknowledged: the slot reaches the last end LSN.
-	waitFor(t, "the slot to confirm the last transaction", func() bool { return f.confirmed(t) >= prevEnd })
+	pgtest.Eventually(t, "the slot to confirm the last transaction", func() bool { return f.confirmed(t) >= prevEnd })
 	if st := s.Stats(); st.Spilled == 0 || st.Transactions != uint64(len(wants)) || st.Aborts != 1 || st.SubAborts == 0 {
 		t.Errorf("stats %+v", st)
 	}
@@ -409,10 +398,10 @@ func TestStreamIdleFlushOnlyWhenNothingInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	run(t, s)
-	waitFor(t, "the stream to start", func() bool { return s.Stats().SentFlush != 0 })
+	pgtest.Eventually(t, "the stream to start", func() bool { return s.Stats().SentFlush != 0 })
 
 	l0 := f.confirmed(t)
-	waitFor(t, "the slot to advance with no traffic", func() bool { return f.confirmed(t) > l0 })
+	pgtest.Eventually(t, "the slot to advance with no traffic", func() bool { return f.confirmed(t) > l0 })
 
 	conn := connect(t, f.db.DSN)
 	execTx(t, conn, ins(1, 1, 1))
@@ -423,7 +412,7 @@ func TestStreamIdleFlushOnlyWhenNothingInFlight(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		execTx(t, conn, "INSERT INTO unpublished (payload) VALUES ('x')")
 	}
-	waitFor(t, "keepalives and heartbeats past the held transaction", func() bool {
+	pgtest.Eventually(t, "keepalives and heartbeats past the held transaction", func() bool {
 		st := s.Stats()
 		return st.Heartbeats >= h+5 && st.Write > d.EndLSN && st.SentFlush == st.Flush
 	})
@@ -434,8 +423,8 @@ func TestStreamIdleFlushOnlyWhenNothingInFlight(t *testing.T) {
 		t.Fatalf("stream flush %s past unacknowledged transaction committed at %s", st.Flush, d.CommitLSN)
 	}
 	s.Ack(d.EndLSN)
-	waitFor(t, "the slot to confirm the acknowledged transaction", func() bool { return f.confirmed(t) >= d.EndLSN })
-	waitFor(t, "the slot to move past it once idle", func() bool { return f.confirmed(t) > d.EndLSN })
+	pgtest.Eventually(t, "the slot to confirm the acknowledged transaction", func() bool { return f.confirmed(t) >= d.EndLSN })
+	pgtest.Eventually(t, "the slot to move past it once idle", func() bool { return f.confirmed(t) > d.EndLSN })
 }
 
 func TestStreamReconnectsAfterTerminate(t *testing.T) {
@@ -443,7 +432,7 @@ func TestStreamReconnectsAfterTerminate(t *testing.T) {
 	f.createSlot(t)
 	rec, s := newRecorder(t, f.config(nil))
 	run(t, s)
-	waitFor(t, "the stream to start", func() bool { return s.Stats().SentFlush != 0 })
+	pgtest.Eventually(t, "the stream to start", func() bool { return s.Stats().SentFlush != 0 })
 
 	const batches = 80
 	ctx, cancel := context.WithCancel(context.Background())
@@ -452,7 +441,7 @@ func TestStreamReconnectsAfterTerminate(t *testing.T) {
 	conn := connect(t, f.db.DSN)
 	for i := 0; i < 3; i++ {
 		var n int
-		waitFor(t, "a walsender to terminate", func() bool {
+		pgtest.Eventually(t, "a walsender to terminate", func() bool {
 			err := conn.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(active_pid))
 				FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`, f.slot).Scan(&n)
 			if err != nil {
@@ -474,7 +463,7 @@ func TestStreamReconnectsAfterTerminate(t *testing.T) {
 		}
 		return m
 	}
-	waitFor(t, "every batch", func() bool { return len(seen()) == batches })
+	pgtest.Eventually(t, "every batch", func() bool { return len(seen()) == batches })
 	maxSeen := 0
 	for _, d := range rec.snapshot() {
 		b := d.Batches[0]
@@ -514,7 +503,7 @@ func TestServerStartsAtConfirmedFlush(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop := run(t, s)
-	waitFor(t, "the first transaction to be confirmed", func() bool {
+	pgtest.Eventually(t, "the first transaction to be confirmed", func() bool {
 		return first.Load() != 0 && f.confirmed(t) >= decoder.LSN(first.Load())
 	})
 	if err := stop(); err != nil {
@@ -577,7 +566,7 @@ func TestStreamCountsMessagesBeforeCommit(t *testing.T) {
 	f.createSlot(t)
 	_, s := newRecorder(t, f.config(nil))
 	run(t, s)
-	waitFor(t, "the stream to start", func() bool { return s.Stats().SentFlush != 0 })
+	pgtest.Eventually(t, "the stream to start", func() bool { return s.Stats().SentFlush != 0 })
 
 	conn := connect(t, f.db.DSN)
 	tx, err := conn.Begin(context.Background())
@@ -588,7 +577,7 @@ func TestStreamCountsMessagesBeforeCommit(t *testing.T) {
 	if _, err := tx.Exec(context.Background(), ins(1, 1, 3000)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "messages of the open transaction in Stats", func() bool {
+	pgtest.Eventually(t, "messages of the open transaction in Stats", func() bool {
 		st := s.Stats()
 		return st.Messages > 0 && st.Transactions == 0
 	})
@@ -624,14 +613,14 @@ func TestStreamNeverCreatesOrReplacesASlot(t *testing.T) {
 	go func() { done <- s.Run(ctx) }()
 	conn := connect(t, f.db.DSN)
 	pgtest.Exec(t, f.db.DSN, ins(1, 1, 1))
-	waitFor(t, "the stream to report a position", func() bool {
+	pgtest.Eventually(t, "the stream to report a position", func() bool {
 		return s.Stats().SentFlush != 0 && s.Stats().Flush == s.Stats().SentFlush && s.Stats().Transactions == 1
 	})
 	// Drop the slot under the stream (terminating its walsender) and create
 	// it again after a transaction that no stream will ever carry.
 	// The stream reconnects at once, so terminate and drop until the drop
 	// wins the race.
-	waitFor(t, "the slot to be dropped", func() bool {
+	pgtest.Eventually(t, "the slot to be dropped", func() bool {
 		if _, err := conn.Exec(ctx, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL", f.slot); err != nil {
 			t.Fatal(err)
 		}

@@ -195,7 +195,7 @@ func TestOutageLosesNothing(t *testing.T) {
 	publish(t, p, before...)
 
 	srv.Stop()
-	waitFor(t, "Ready to report the outage", func() bool { return p.Ready() != nil })
+	pgtest.Eventually(t, "Ready to report the outage", func() bool { return p.Ready() != nil })
 
 	type result struct {
 		n   int
@@ -206,7 +206,7 @@ func TestOutageLosesNothing(t *testing.T) {
 		n, err := p.Publish(context.Background(), during)
 		done <- result{n, err}
 	}()
-	waitFor(t, "failed publish attempts", func() bool { return p.Stats().Failed >= 4 })
+	pgtest.Eventually(t, "failed publish attempts", func() bool { return p.Stats().Failed >= 4 })
 	if last := p.Stats().LastFailure; last == "" || strings.Contains(last, "outbound buffer") {
 		t.Errorf("Stats().LastFailure during the outage = %q", last)
 	}
@@ -261,17 +261,6 @@ func TestOutageLosesNothing(t *testing.T) {
 	}
 	if warns != 1 || debugs == 0 {
 		t.Errorf("retries logged %d times at WARN and %d at DEBUG; want one warning and the rest at DEBUG:\n%s", warns, debugs, logged.String())
-	}
-}
-
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -422,9 +411,9 @@ func TestOutageMidBatchKeepsOrder(t *testing.T) {
 			for i := 0; i < len(msgs); i += batchSize {
 				batches = append(batches, p.PublishAsync(context.Background(), msgs[i:i+batchSize]))
 			}
-			waitFor(t, "some acks", func() bool { return p.Stats().Acked > 1000 })
+			pgtest.Eventually(t, "some acks", func() bool { return p.Stats().Acked > 1000 })
 			srv.Stop()
-			waitFor(t, "Ready to report the outage", func() bool { return p.Ready() != nil })
+			pgtest.Eventually(t, "Ready to report the outage", func() bool { return p.Ready() != nil })
 			if err := srv.Restart(); err != nil {
 				t.Fatal(err)
 			}
@@ -454,7 +443,7 @@ func TestStreamDeletedWhilePublishing(t *testing.T) {
 		msgs = append(msgs, msg(i, event.OpUpdate, i%5, fmt.Sprint(i)))
 	}
 	pending := p.PublishAsync(ctx, msgs)
-	waitFor(t, "Ready to report the failing publishes", func() bool { return p.Ready() != nil })
+	pgtest.Eventually(t, "Ready to report the failing publishes", func() bool { return p.Ready() != nil })
 	t.Logf("Ready without the stream: %v", p.Ready())
 	connect(t, testOptions(srv.URL())) // creates the stream again
 	if n, err := pending.Wait(ctx); err != nil || n != len(msgs) {
@@ -492,7 +481,7 @@ func TestOvertakingMessageIsSentAgain(t *testing.T) {
 	pending := p.PublishAsync(ctx, msgs)
 	// The first fails (no stream takes its subject), the two behind it are
 	// stored: they must be sent again, not counted as done.
-	waitFor(t, "the two overtaking messages to be marked for sending again", func() bool { return p.Stats().Resent >= 2 })
+	pgtest.Eventually(t, "the two overtaking messages to be marked for sending again", func() bool { return p.Stats().Resent >= 2 })
 	if n := pending.Acked(); n != 0 {
 		t.Fatalf("%d messages of the batch done while the first keeps failing", n)
 	}

@@ -208,3 +208,16 @@ func Role(t testing.TB, db *DB, name, attrs string) string {
 	u.User = url.User(name)
 	return u.String()
 }
+
+// Eventually polls cond until it holds, failing the test after a minute: the
+// tests' one way to wait for a positive signal.
+func Eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for wait := 5 * time.Millisecond; !cond(); wait = min(2*wait, 100*time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after a minute waiting for %s", what)
+		}
+		time.Sleep(wait)
+	}
+}
