@@ -8,6 +8,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // StandbyOptions configure a physical standby.
@@ -100,13 +103,38 @@ func (c *Cluster) Promote(ctx context.Context) error {
 	return nil
 }
 
-// Set changes one setting in postgresql.auto.conf and reloads the server.
+// Set changes one setting in postgresql.auto.conf, reloads the server and
+// waits until new sessions see it (a reload is asynchronous). value is
+// written as postgresql.conf takes it: quote strings ('standby1').
 func (c *Cluster) Set(ctx context.Context, key, value string) error {
 	c.settings[key] = value
 	if err := writeConf(filepath.Join(c.DataDir, "postgresql.auto.conf"), c.settings); err != nil {
 		return err
 	}
-	return c.exec(ctx, "SELECT pg_reload_conf()")
+	if err := c.exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+		return err
+	}
+	want := strings.ReplaceAll(strings.TrimSuffix(strings.TrimPrefix(value, "'"), "'"), "''", "'")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		conn, err := pgx.Connect(ctx, c.DSN("postgres"))
+		if err != nil {
+			return err
+		}
+		var got string
+		err = conn.QueryRow(ctx, "SELECT current_setting($1)", key).Scan(&got)
+		conn.Close(ctx)
+		if err != nil {
+			return err
+		}
+		if got == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: %s is %q after the reload, want %q", c.Name, key, got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // quoteLiteral quotes s as an SQL (and postgresql.conf) string literal.
@@ -124,7 +152,29 @@ func (c *Cluster) RequirePassword(ctx context.Context, role string) error {
 	if err := writeServerFile(path, line+string(old)); err != nil {
 		return err
 	}
-	return c.exec(ctx, "SELECT pg_reload_conf()")
+	if err := c.exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+		return err
+	}
+	// The reload is asynchronous: wait until a connection without a
+	// password is refused.
+	deadline := time.Now().Add(30 * time.Second)
+	dsn := fmt.Sprintf("host=127.0.0.1 port=%d user=%s dbname=postgres sslmode=disable", c.Port, quoteConnValue(role))
+	for {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			return nil
+		}
+		conn.Close(ctx)
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: %s still connects without a password after the reload", c.Name, role)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// quoteConnValue quotes a keyword/value conninfo value.
+func quoteConnValue(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, "'", `\'`).Replace(s) + "'"
 }
 
 func quoteHBA(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
