@@ -41,17 +41,19 @@ func (n Need) String() string {
 // it owns schema pgoutpost), ownership of every synced table (publication
 // update adds them) and TRIGGER on the models (queue install).
 //
-// Slave: subscription create|update|drop need a superuser on 15, and on 16+
-// membership in pg_create_subscription with CREATE on the database (a
-// non-superuser's subscription then needs a password in master:'s
-// conninfo, password_required). run needs REPLICATION (its slot; RDS:
-// rds_replication), SELECT, INSERT and DELETE on pgoutpost's tables
-// (or CREATE on the database before queue install), and on the synced and
-// user tables: SELECT, UPDATE (its row locks) and DELETE on every table a
-// delete can reach (the delete models and what CASCADE leads to), SELECT and UPDATE on those whose
-// foreign key into them is SET_NULL, SET_DEFAULT or SET(…), SELECT on those
-// that PROTECT or RESTRICT, and SELECT on the denormalize models (events
-// carry their rows).
+// Slave: subscription create|update|drop need a superuser on 15; on 16+
+// membership in pg_create_subscription, CREATE on the database, SET on the
+// statement-logging parameters that quietly turns off, and SET ROLE to the
+// owners of the synced and queue tables (the apply worker writes as them);
+// a non-superuser's subscription also needs a password in master:'s
+// conninfo (password_required). run needs REPLICATION (its slot; RDS:
+// rds_replication), USAGE on schema pgoutpost with SELECT, INSERT and DELETE
+// on its tables (or CREATE on the database before queue install), and on
+// the synced and user tables: SELECT, UPDATE (its row locks) and DELETE on
+// every table a delete can reach (the delete models and what CASCADE leads
+// to), SELECT and UPDATE on those whose foreign key into them is SET_NULL,
+// SET_DEFAULT or SET(…), SELECT on those that PROTECT or RESTRICT. guard
+// install|remove need the privileges of the synced tables' owners.
 func MissingPrivileges(ctx context.Context, db DB, role string, reg *registry.Registry) ([]Need, error) {
 	var user string
 	var super, replication bool
@@ -109,8 +111,6 @@ func MissingPrivileges(ctx context.Context, db DB, role string, reg *registry.Re
 	var createFor []string
 	if version >= 160000 {
 		createFor = append(createFor, "subscription create")
-	}
-	if version >= 160000 {
 		// The statement that holds the master's password is sent only with
 		// the slave's statement logging off for it (see quietly).
 		var lack []string
