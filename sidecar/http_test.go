@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgoutpost/pgoutpost/internal/pgtest"
 	"github.com/pgoutpost/pgoutpost/sidecar"
 )
 
@@ -22,14 +23,15 @@ func TestHTTPServerDropsSilentClients(t *testing.T) {
 	if addr == nil {
 		t.Fatal("the HTTP server did not start")
 	}
-	resp, err := http.Get("http://" + addr.String() + "/healthz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Errorf("/healthz: %s", resp.Status)
-	}
+	// It answers (/healthz turns 200 once the run loop runs).
+	pgtest.Eventually(t, "/healthz to answer 200", func() bool {
+		resp, err := http.Get("http://" + addr.String() + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 
 	conn, err := net.Dial("tcp", addr.String())
 	if err != nil {
