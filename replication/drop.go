@@ -40,20 +40,17 @@ func DropSubscriptions(ctx context.Context, db DB, names Names, conninfo string)
 		name, slot string
 		oid        uint32
 	}
+	have, err := readSubscriptions(ctx, db, all)
+	if err != nil {
+		return nil, err
+	}
 	var gone []dropped
 	var results []SubscriptionResult
 	for _, name := range all {
-		var oid uint32
-		var slot *string
-		err := db.QueryRow(ctx, `
-			SELECT oid, subslotname FROM pg_subscription
-			WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND subname = $1`, name).Scan(&oid, &slot)
-		if errors.Is(err, pgx.ErrNoRows) {
+		cur, ok := have[name]
+		if !ok {
 			results = append(results, SubscriptionResult{Name: name, Action: "absent"})
 			continue
-		}
-		if err != nil {
-			return results, fmt.Errorf("read subscription %s: %w", name, err)
 		}
 		// Detached from its slot first, so that DROP SUBSCRIPTION does not
 		// need the master; the slot is dropped below with conninfo.
@@ -66,9 +63,9 @@ func DropSubscriptions(ctx context.Context, db DB, names Names, conninfo string)
 				return results, fmt.Errorf("drop subscription %s: %s: %w", name, stmt, err)
 			}
 		}
-		d := dropped{name: name, oid: oid}
-		if slot != nil {
-			d.slot = *slot
+		d := dropped{name: name, oid: cur.oid}
+		if cur.slot != nil {
+			d.slot = *cur.slot
 		}
 		gone = append(gone, d)
 		results = append(results, SubscriptionResult{Name: name, Action: "dropped"})

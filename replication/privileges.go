@@ -55,11 +55,11 @@ func (n Need) String() string {
 // SET_DEFAULT or SET(…), SELECT on those that PROTECT or RESTRICT. guard
 // install|remove need the privileges of the synced tables' owners.
 func MissingPrivileges(ctx context.Context, db DB, role string, reg *registry.Registry) ([]Need, error) {
-	var user string
+	var user, database string
 	var super, replication bool
 	var version int
-	err := db.QueryRow(ctx, `SELECT current_user, rolsuper, rolreplication, current_setting('server_version_num')::int
-		FROM pg_catalog.pg_roles WHERE rolname = current_user`).Scan(&user, &super, &replication, &version)
+	err := db.QueryRow(ctx, `SELECT current_user, current_database(), rolsuper, rolreplication, current_setting('server_version_num')::int
+		FROM pg_catalog.pg_roles WHERE rolname = current_user`).Scan(&user, &database, &super, &replication, &version)
 	if err != nil {
 		return nil, fmt.Errorf("read the role: %w", err)
 	}
@@ -73,7 +73,7 @@ func MissingPrivileges(ctx context.Context, db DB, role string, reg *registry.Re
 		registry.QueueSchema).Scan(&createDB, &ownsSchema); err != nil {
 		return nil, fmt.Errorf("read database privileges: %w", err)
 	}
-	grantCreate := "GRANT CREATE ON DATABASE " + pgx.Identifier{c.dbName()}.Sanitize() + " TO " + c.user
+	grantCreate := "GRANT CREATE ON DATABASE " + pgx.Identifier{database}.Sanitize() + " TO " + c.user
 	if role == "master" {
 		if !createDB {
 			cmds := "publication create"
@@ -263,11 +263,10 @@ func (c *privChecker) tableOwners(tables []registry.TableName, mode string) ([]s
 const relation = "pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2"
 
 type privChecker struct {
-	ctx      context.Context
-	db       DB
-	user     string // quoted
-	needs    []Need
-	database string // current_database(), read on first use
+	ctx   context.Context
+	db    DB
+	user  string // quoted
+	needs []Need
 }
 
 func (c *privChecker) need(cmds, what, grant string) {
@@ -278,24 +277,16 @@ func (c *privChecker) needOr(cmds, what, grant, or string) {
 	c.needs = append(c.needs, Need{Commands: cmds, What: what, Grant: grant, Or: or})
 }
 
-func (c *privChecker) dbName() string {
-	if c.database == "" {
-		_ = c.db.QueryRow(c.ctx, "SELECT current_database()").Scan(&c.database)
-	}
-	return c.database
-}
-
 // table adds a Need for the privileges of privs that the role lacks on t.
 func (c *privChecker) table(t registry.TableName, cmds string, privs ...string) error {
-	var lack []string
-	for _, p := range privs {
-		var ok bool
-		if err := c.db.QueryRow(c.ctx, "SELECT has_table_privilege(c.oid, $3) FROM "+relation, t.Schema, t.Name, p).Scan(&ok); err != nil {
-			return fmt.Errorf("read privileges on %s: %w", t, err)
-		}
-		if !ok {
-			lack = append(lack, p)
-		}
+	rows, err := c.db.Query(c.ctx, "SELECT p FROM unnest($3::text[]) WITH ORDINALITY AS u(p, i), "+relation+
+		" AND NOT has_table_privilege(c.oid, p) ORDER BY i", t.Schema, t.Name, privs)
+	if err != nil {
+		return fmt.Errorf("read privileges on %s: %w", t, err)
+	}
+	lack, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("read privileges on %s: %w", t, err)
 	}
 	if len(lack) > 0 {
 		c.need(cmds, strings.Join(lack, ", ")+" on "+t.String(), "GRANT "+strings.Join(lack, ", ")+" ON "+t.Sanitize()+" TO "+c.user)

@@ -18,6 +18,7 @@ import (
 
 // subState is an existing subscription of the current database.
 type subState struct {
+	oid               uint32
 	enabled           bool
 	publications      []string
 	synchronousCommit string
@@ -26,7 +27,7 @@ type subState struct {
 
 func readSubscriptions(ctx context.Context, q querier, names []string) (map[string]subState, error) {
 	rows, err := q.Query(ctx, `
-		SELECT subname, subenabled, subpublications::text[], subsynccommit, subslotname
+		SELECT subname, oid, subenabled, subpublications::text[], subsynccommit, subslotname
 		FROM pg_subscription
 		WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
 		  AND subname = ANY($1)`, names)
@@ -37,7 +38,7 @@ func readSubscriptions(ctx context.Context, q querier, names []string) (map[stri
 	for rows.Next() {
 		var name string
 		var s subState
-		if err := rows.Scan(&name, &s.enabled, &s.publications, &s.synchronousCommit, &s.slot); err != nil {
+		if err := rows.Scan(&name, &s.oid, &s.enabled, &s.publications, &s.synchronousCommit, &s.slot); err != nil {
 			return nil, fmt.Errorf("read subscriptions: %w", err)
 		}
 		out[name] = s
