@@ -56,6 +56,21 @@ func (m *masterFlags) resolve(ctx context.Context, cfg *config.Config) (string, 
 	return src.Resolve(ctx)
 }
 
+// openSubscriber opens a slave's session for a subscription command and
+// resolves the master's conninfo.
+func openSubscriber(ctx context.Context, e *env, g *globalFlags, mf *masterFlags, name string) (*replSession, string, error) {
+	s, err := openRepl(ctx, e, g, name, config.RoleSlave)
+	if err != nil {
+		return nil, "", err
+	}
+	conninfo, err := mf.resolve(ctx, s.cfg)
+	if err != nil {
+		s.close()
+		return nil, "", err
+	}
+	return s, conninfo, nil
+}
+
 // printResults prints what a subscription command did, one line each.
 func printResults(e *env, results []replication.SubscriptionResult) {
 	for _, r := range results {
@@ -129,15 +144,11 @@ table whose copy fails and the likely reason.`
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	s, err := openRepl(ctx, e, &g, name, config.RoleSlave)
+	s, conninfo, err := openSubscriber(ctx, e, &g, &mf, name)
 	if err != nil {
 		return err
 	}
 	defer s.close()
-	conninfo, err := mf.resolve(ctx, s.cfg)
-	if err != nil {
-		return err
-	}
 	do := replication.CreateSubscriptions
 	if update {
 		do = replication.UpdateSubscriptions
@@ -178,15 +189,11 @@ slot on the slave (sidecar.slot) is not touched.`, &g)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	s, err := openRepl(ctx, e, &g, "subscription drop", config.RoleSlave)
+	s, conninfo, err := openSubscriber(ctx, e, &g, &mf, "subscription drop")
 	if err != nil {
 		return err
 	}
 	defer s.close()
-	conninfo, err := mf.resolve(ctx, s.cfg)
-	if err != nil {
-		return err
-	}
 	results, err := replication.DropSubscriptions(ctx, s.conn, s.names, conninfo)
 	printResults(e, results)
 	return err
