@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgoutpost/pgoutpost/cascade"
 	"github.com/pgoutpost/pgoutpost/internal/pgtest"
@@ -480,10 +481,26 @@ var deleteCases = []deleteCase{
 	},
 }
 
+// engineModes are the engine's two ways of holding what it collects: in
+// memory, and spilled to temporary tables (as DeleteListed always does).
+var engineModes = []struct {
+	name string
+	opts []cascade.Option
+}{
+	{"memory", nil},
+	{"spilled", []cascade.Option{cascade.SpillAbove(0)}},
+}
+
 func TestDelete(t *testing.T) {
 	db := pgtest.NewDB(t, pgtest.Slave(t))
 	pgtest.LoadDjangoSchema(t, db)
 	pool := pgtest.Pool(t, db.DSN)
+	for _, mode := range engineModes {
+		t.Run(mode.name, func(t *testing.T) { testDelete(t, pool, mode.opts) })
+	}
+}
+
+func testDelete(t *testing.T, pool *pgxpool.Pool, modeOpts []cascade.Option) {
 	for _, tc := range deleteCases {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -499,7 +516,7 @@ func TestDelete(t *testing.T) {
 			if tc.mutate != nil {
 				tc.mutate(reg)
 			}
-			e := cascade.New(reg, tc.opts...)
+			e := cascade.New(reg, append(append([]cascade.Option(nil), tc.opts...), modeOpts...)...)
 			res, err := deleteJSON(ctx, e, tx, append([]target{{tc.table, tc.keys}}, tc.also...))
 			switch {
 			case tc.wantErr == nil && err != nil:

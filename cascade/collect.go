@@ -396,14 +396,21 @@ func (c *collector) apply(ctx context.Context) error {
 		}
 	}
 
-	for _, s := range deleteOrder(c.sets) {
+	var plans []*plan
+	for p, s := range c.sets {
+		if len(s.rows) > 0 {
+			plans = append(plans, p)
+		}
+	}
+	for _, p := range deleteOrder(plans) {
+		s := c.sets[p]
 		keys := make([][]string, 0, len(s.rows))
 		for _, r := range s.rows {
-			keys = append(keys, r.key(len(s.p.t.PrimaryKey)))
+			keys = append(keys, r.key(len(p.t.PrimaryKey)))
 		}
 		for _, chunk := range chunks(keys, c.e.maxArray) {
-			cond, arg := match(s.p.t.PrimaryKey, s.p.t.Name, s.p.t.PrimaryKey, chunk, 1)
-			if err := c.delete(ctx, s.p, nil, cond, []any{arg}); err != nil {
+			cond, arg := match(p.t.PrimaryKey, p.t.Name, p.t.PrimaryKey, chunk, 1)
+			if err := c.delete(ctx, p, nil, cond, []any{arg}); err != nil {
 				return err
 			}
 		}
@@ -434,25 +441,7 @@ func (c *collector) delete(ctx context.Context, p *plan, fk *registry.ForeignKey
 
 func (c *collector) update(ctx context.Context, fk *registry.ForeignKey, refs []Ref) error {
 	t := c.e.plans[fk.From].t
-	set := ""
-	var value []any
-	for i, col := range fk.FromColumns {
-		if i > 0 {
-			set += ", "
-		}
-		set += ident(col) + " = "
-		switch {
-		case fk.OnDelete.Rule == registry.SetNull:
-			set += "NULL"
-		case fk.OnDelete.Rule == registry.SetDefault && fk.OnDelete.Value == "":
-			set += "DEFAULT"
-		default:
-			// SET(<literal>), or SET_DEFAULT with the model's default given:
-			// the server parses the text as the column's type.
-			set += "$2"
-			value = []any{fk.OnDelete.Value}
-		}
-	}
+	set, value := setClause(fk, 2)
 	keys := make([][]string, len(refs))
 	for i, r := range refs {
 		keys[i] = r.Key
@@ -506,7 +495,12 @@ func (c *collector) refs(ctx context.Context, from *plan, fk *registry.ForeignKe
 }
 
 func (c *collector) query(ctx context.Context, sql string, args []any, width int) ([]row, error) {
-	rs, err := c.tx.Query(ctx, sql, args...)
+	return queryRows(ctx, c.tx, sql, args, width)
+}
+
+// queryRows reads the rows of sql as text, width columns each.
+func queryRows(ctx context.Context, tx pgx.Tx, sql string, args []any, width int) ([]row, error) {
+	rs, err := tx.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -598,41 +592,39 @@ func sortFKs(fks []*registry.ForeignKey) {
 	sort.Slice(fks, func(i, j int) bool { return fks[i].String() < fks[j].String() })
 }
 
-// deleteOrder orders the collected tables so that a table comes after every
-// other collected table that references it. Tables in a reference cycle (which
-// Django's deferred constraints allow) come in name order.
-func deleteOrder(sets map[*plan]*rowSet) []*rowSet {
-	remaining := make(map[registry.TableName]*rowSet, len(sets))
-	for p, s := range sets {
-		if len(s.rows) > 0 {
-			remaining[p.t.Name] = s
-		}
+// deleteOrder orders the tables of plans so that a table comes after every
+// other one that references it. Tables in a reference cycle (which Django's
+// deferred constraints allow) come in name order.
+func deleteOrder(plans []*plan) []*plan {
+	remaining := make(map[registry.TableName]*plan, len(plans))
+	for _, p := range plans {
+		remaining[p.t.Name] = p
 	}
-	var out []*rowSet
+	var out []*plan
 	for len(remaining) > 0 {
-		var ready []*rowSet
-		for name, s := range remaining {
+		var ready []*plan
+		for name, p := range remaining {
 			referenced := false
-			for _, fk := range s.p.t.Incoming {
+			for _, fk := range p.t.Incoming {
 				if fk.From != name && remaining[fk.From] != nil {
 					referenced = true
 					break
 				}
 			}
 			if !referenced {
-				ready = append(ready, s)
+				ready = append(ready, p)
 			}
 		}
 		if len(ready) == 0 { // a cycle: break it at the first name
-			for _, s := range remaining {
-				if ready == nil || s.p.t.Name.String() < ready[0].p.t.Name.String() {
-					ready = []*rowSet{s}
+			for _, p := range remaining {
+				if ready == nil || p.t.Name.String() < ready[0].t.Name.String() {
+					ready = []*plan{p}
 				}
 			}
 		}
-		sort.Slice(ready, func(i, j int) bool { return ready[i].p.t.Name.String() < ready[j].p.t.Name.String() })
-		for _, s := range ready {
-			delete(remaining, s.p.t.Name)
+		sort.Slice(ready, func(i, j int) bool { return ready[i].t.Name.String() < ready[j].t.Name.String() })
+		for _, p := range ready {
+			delete(remaining, p.t.Name)
 		}
 		out = append(out, ready...)
 	}

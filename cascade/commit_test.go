@@ -21,25 +21,27 @@ func TestDeleteSelfReferenceChainOf1000Levels(t *testing.T) {
 		INSERT INTO userapp_comment (id, body, unit_id) VALUES (5000, 'other', 1);`)
 	pool := pgtest.Pool(t, db.DSN)
 	ctx := context.Background()
-	e := cascade.New(buildRegistry(t, pool, nil))
-	tx, err := pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	res, err := e.Delete(ctx, tx, public("catalog_unit"), []cascade.Key{{"2"}})
-	if err != nil {
-		t.Fatalf("Delete: %v", err)
-	}
-	if got := res.Deleted[public("userapp_comment")]; got != 1000 {
-		t.Errorf("deleted %d comments, want the 1000 of the chain", got)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatalf("commit: %v", cascade.TranslateError(err))
-	}
-	var left int
-	if err := pool.QueryRow(ctx, "SELECT count(*) FROM userapp_comment").Scan(&left); err != nil || left != 1 {
-		t.Errorf("comments left = %d (%v), want 1", left, err)
+	for _, mode := range engineModes {
+		t.Run(mode.name, func(t *testing.T) {
+			e := cascade.New(buildRegistry(t, pool, nil), mode.opts...)
+			tx, err := pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx)
+			res, err := e.Delete(ctx, tx, public("catalog_unit"), []cascade.Key{{"2"}})
+			if err != nil {
+				t.Fatalf("Delete: %v", err)
+			}
+			if got := res.Deleted[public("userapp_comment")]; got != 1000 {
+				t.Errorf("deleted %d comments, want the 1000 of the chain", got)
+			}
+			var left int
+			if err := tx.QueryRow(ctx, "SELECT count(*) FROM userapp_comment").Scan(&left); err != nil || left != 1 {
+				t.Errorf("comments left = %d (%v), want 1", left, err)
+			}
+			// Rolled back: the next mode starts from the same rows.
+		})
 	}
 }
 
@@ -105,13 +107,19 @@ func TestDoNothingFailsAtCommit(t *testing.T) {
 // adds a reference to one of them cannot commit before the delete does, and
 // then fails: no new reference slips in between collecting and deleting.
 func TestCollectedRowsAreLockedAgainstNewReferences(t *testing.T) {
+	for _, mode := range engineModes {
+		t.Run(mode.name, func(t *testing.T) { testCollectedRowsAreLocked(t, mode.opts) })
+	}
+}
+
+func testCollectedRowsAreLocked(t *testing.T, opts []cascade.Option) {
 	db := pgtest.NewDB(t, pgtest.Slave(t))
 	pgtest.LoadDjangoSchema(t, db)
 	pgtest.Exec(t, db.DSN, baseFixture)
 	pool := pgtest.Pool(t, db.DSN)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	e := cascade.New(buildRegistry(t, pool, nil))
+	e := cascade.New(buildRegistry(t, pool, nil), opts...)
 
 	other := make(chan error, 1)
 	cascade.SetAfterCollect(func() {
@@ -175,13 +183,20 @@ func TestDeleteInEveryQueryExecMode(t *testing.T) {
 	pgtest.LoadDjangoSchema(t, db)
 	pgtest.Exec(t, db.DSN, baseFixture+boxes)
 	ctx := context.Background()
-	for _, mode := range []string{"cache_statement", "cache_describe", "describe_exec", "exec", "simple_protocol"} {
-		t.Run(mode, func(t *testing.T) {
+	for _, cfg := range []struct {
+		mode   string
+		engine int
+	}{
+		{"cache_statement", 0}, {"cache_describe", 0}, {"describe_exec", 0}, {"exec", 0}, {"simple_protocol", 0},
+		{"cache_statement", 1}, {"exec", 1},
+	} {
+		mode, engine := cfg.mode, engineModes[cfg.engine]
+		t.Run(mode+"/"+engine.name, func(t *testing.T) {
 			pool := pgtest.Pool(t, db.DSN+"&default_query_exec_mode="+mode)
 			e := cascade.New(buildRegistry(t, pool, map[string]registry.OnDelete{
 				"t_item.box_a":               on(registry.SetNull),
 				"userapp_preference.unit_id": {Rule: registry.SetValue, Value: "1"},
-			}))
+			}), engine.opts...)
 			tx, err := pool.Begin(ctx)
 			if err != nil {
 				t.Fatal(err)

@@ -58,6 +58,8 @@ type Engine struct {
 	maxArray int
 	keyKinds map[registry.Kind]bool
 	guard    bool
+	// spillAbove: DeleteAll spills with more keys than this; never when negative.
+	spillAbove int
 }
 
 // Option configures an Engine.
@@ -89,7 +91,7 @@ func Guard() Option { return func(e *Engine) { e.guard = true } }
 
 // New returns an engine over reg. The registry must not change afterwards.
 func New(reg *registry.Registry, opts ...Option) *Engine {
-	e := &Engine{reg: reg, plans: make(map[registry.TableName]*plan, len(reg.Tables)), maxArray: DefaultMaxArray, keyKinds: map[registry.Kind]bool{}}
+	e := &Engine{reg: reg, plans: make(map[registry.TableName]*plan, len(reg.Tables)), maxArray: DefaultMaxArray, keyKinds: map[registry.Kind]bool{}, spillAbove: -1}
 	for _, o := range opts {
 		o(e)
 	}
@@ -127,6 +129,15 @@ type Result struct {
 	Missing int
 	// DeletedKeys lists deleted rows of the tables whose kinds ReportKeys chose.
 	DeletedKeys map[registry.TableName][]Key
+	// KeyTables are, for DeleteListed, the temporary tables that hold the
+	// primary keys of the deleted rows of those tables (in their columns'
+	// types, named as the table's), sanitized; they last until the
+	// transaction ends.
+	KeyTables map[registry.TableName]string
+}
+
+func newResult() *Result {
+	return &Result{Deleted: map[registry.TableName]int64{}, Updated: map[registry.TableName]int64{}, DeletedKeys: map[registry.TableName][]Key{}}
 }
 
 // Step is the effect of one action on one table.
@@ -188,7 +199,7 @@ type Target struct {
 // all targets together, as Django's QuerySet.delete() does for its rows. The
 // delete queue applies the entries of one master transaction this way.
 func (e *Engine) DeleteAll(ctx context.Context, tx pgx.Tx, targets []Target) (*Result, error) {
-	res := &Result{Deleted: map[registry.TableName]int64{}, Updated: map[registry.TableName]int64{}, DeletedKeys: map[registry.TableName][]Key{}}
+	res := newResult()
 	if len(targets) == 0 {
 		return res, nil
 	}
@@ -216,8 +227,17 @@ func (e *Engine) DeleteAll(ctx context.Context, tx pgx.Tx, targets []Target) (*R
 	if err != nil {
 		return nil, fmt.Errorf("delete from %s: begin savepoint: %w", root, err)
 	}
-	c := &collector{e: e, tx: sp, res: res, root: root, sets: map[*plan]*rowSet{}, updates: map[*registry.ForeignKey][]Ref{}, fast: map[*registry.ForeignKey]*valueSet{}, viaChild: map[*plan]map[string]bool{}}
-	if err := c.run(ctx, targets); err != nil {
+	if e.spillAbove >= 0 && nkeys > e.spillAbove {
+		s := newSpiller(e, sp, res, root)
+		err = s.runAll(ctx, targets)
+		if err == nil {
+			err = s.finish(ctx, true)
+		}
+	} else {
+		c := &collector{e: e, tx: sp, res: res, root: root, sets: map[*plan]*rowSet{}, updates: map[*registry.ForeignKey][]Ref{}, fast: map[*registry.ForeignKey]*valueSet{}, viaChild: map[*plan]map[string]bool{}}
+		err = c.run(ctx, targets)
+	}
+	if err != nil {
 		_ = sp.Rollback(ctx) // the caller's tx may be broken already; its own rollback reports that
 		return nil, err
 	}

@@ -109,7 +109,11 @@ func TestDeleteMatchesModel(t *testing.T) {
 		if err != nil {
 			rt.Fatal(err)
 		}
-		e := cascade.New(reg, cascade.MaxArray(2))
+		opts := []cascade.Option{cascade.MaxArray(2)}
+		if rapid.Bool().Draw(rt, "spill") {
+			opts = append(opts, cascade.SpillAbove(0))
+		}
+		e := cascade.New(reg, opts...)
 		_, err = e.DeleteAll(ctx, tx, []cascade.Target{{Table: public("r_a"), Keys: aKeys}, {Table: public("r_b"), Keys: bKeys}})
 		switch {
 		case wantErr == nil && err != nil:
