@@ -106,6 +106,9 @@ func (c *collector) run(ctx context.Context, targets []Target) error {
 			frontier[root] = append(frontier[root], c.add(root, rows)...)
 		}
 		c.res.Missing += len(vals) - found
+		if len(vals) > found {
+			c.res.MissingIn[tg.Table] += len(vals) - found
+		}
 	}
 
 	for len(frontier) > 0 {

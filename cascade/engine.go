@@ -125,8 +125,10 @@ type Result struct {
 	Updated map[registry.TableName]int64 // rows updated per table (SET_NULL, SET_DEFAULT, SET)
 	// Steps are the statements' effects in the order they ran.
 	Steps []Step
-	// Missing is how many of the given keys named no row (already deleted).
-	Missing int
+	// Missing is how many of the given keys named no row (already deleted),
+	// MissingIn the same by table.
+	Missing   int
+	MissingIn map[registry.TableName]int
 	// DeletedKeys lists deleted rows of the tables whose kinds ReportKeys chose.
 	DeletedKeys map[registry.TableName][]Key
 	// KeyTables are, for DeleteListed, the temporary tables that hold the
@@ -137,7 +139,8 @@ type Result struct {
 }
 
 func newResult() *Result {
-	return &Result{Deleted: map[registry.TableName]int64{}, Updated: map[registry.TableName]int64{}, DeletedKeys: map[registry.TableName][]Key{}}
+	return &Result{Deleted: map[registry.TableName]int64{}, Updated: map[registry.TableName]int64{}, DeletedKeys: map[registry.TableName][]Key{},
+		MissingIn: map[registry.TableName]int{}}
 }
 
 // Step is the effect of one action on one table.

@@ -266,6 +266,9 @@ func (s *spiller) runAll(ctx context.Context, targets []Target) error {
 			found += n
 		}
 		s.res.Missing += len(vals) - int(found)
+		if len(vals) > int(found) {
+			s.res.MissingIn[tg.Table] += len(vals) - int(found)
+		}
 	}
 	return s.rest(ctx)
 }
@@ -331,6 +334,9 @@ func (s *spiller) runListed(ctx context.Context, keys string) error {
 			s.levels[0][root] += fresh
 		}
 		s.res.Missing += int(distinct - found)
+		if distinct > found {
+			s.res.MissingIn[name] += int(distinct - found)
+		}
 	}
 	return s.rest(ctx)
 }

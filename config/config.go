@@ -42,6 +42,7 @@ const (
 	DefaultCreateStream        = true
 	DefaultMaxInFlight         = sink.DefaultMaxInFlight
 	DefaultBatchSize           = 500
+	DefaultLargeTransaction    = 50000
 	DefaultAWSRegion           = replication.DefaultAWSRegion
 	DefaultOnTruncate          = registry.TruncateLog
 	DefaultContentTypeColumn   = "content_type_id"
@@ -135,6 +136,10 @@ type NATS struct {
 // Queue configures the delete and denormalize queues.
 type Queue struct {
 	BatchSize int `yaml:"batch_size"`
+	// LargeTransaction is the most entries of one master transaction the
+	// sidecar holds in memory; a larger one is applied from the queue
+	// tables (queue.ProcessorOptions.LargeTxn).
+	LargeTransaction int `yaml:"large_transaction"`
 	// Expire-after durations; 0 keeps queue rows forever.
 	DeleteExpireAfter      time.Duration `yaml:"delete_expire_after"`
 	DenormalizeExpireAfter time.Duration `yaml:"denormalize_expire_after"`
@@ -204,7 +209,7 @@ func Default() *Config {
 			CreateStream:    DefaultCreateStream,
 			MaxInFlight:     DefaultMaxInFlight,
 		},
-		Queue: Queue{BatchSize: DefaultBatchSize},
+		Queue: Queue{BatchSize: DefaultBatchSize, LargeTransaction: DefaultLargeTransaction},
 	}
 }
 

@@ -23,6 +23,8 @@ func TestDefaultsAreTheLibraries(t *testing.T) {
 		{"heartbeat", config.DefaultHeartbeat, sidecar.DefaultHeartbeat},
 		{"spill bytes", int64(config.DefaultSpillBytes), int64(sidecar.DefaultSpillBytes)},
 		{"batch size", config.DefaultBatchSize, sidecar.DefaultBatchSize},
+		{"large transaction", config.DefaultLargeTransaction, queue.DefaultLargeTxn},
+		{"sidecar's large transaction", config.DefaultLargeTransaction, sidecar.DefaultLargeTxn},
 		{"sidecar and stream heartbeat", sidecar.DefaultHeartbeat, sidecar.DefaultHeartbeatInterval},
 	} {
 		if c.cfg != c.owner {

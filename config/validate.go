@@ -180,6 +180,7 @@ func (v *validation) top() {
 		{"nats.duplicate_window", c.NATS.DuplicateWindow > 0, positive},
 		{"nats.max_in_flight", c.NATS.MaxInFlight > 0, positive},
 		{"queue.batch_size", c.Queue.BatchSize > 0, positive},
+		{"queue.large_transaction", c.Queue.LargeTransaction > 0, positive},
 		{"queue.delete_expire_after", c.Queue.DeleteExpireAfter >= 0, notNegative},
 		{"queue.denormalize_expire_after", c.Queue.DenormalizeExpireAfter >= 0, notNegative},
 	} {

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -56,7 +57,7 @@ func randomScenario(r *rand.Rand) scenario {
 		var txn [][3]string
 		for range 1 + r.IntN(3) {
 			var e [3]string
-			switch r.IntN(12) {
+			switch r.IntN(13) {
 			case 0, 1, 7, 8, 9:
 				e = [3]string{"public.catalog_unit", fmt.Sprintf(`{"id": %d}`, 1+r.IntN(9)), QueueDelete}
 			case 2:
@@ -66,8 +67,10 @@ func randomScenario(r *rand.Rand) scenario {
 				e = [3]string{"public.catalog_artist", fmt.Sprintf(`{"id": %d}`, 1+r.IntN(4)), QueueDelete}
 			case 5:
 				e = [3]string{"public.catalog_outcome", fmt.Sprintf(`{"id": %d}`, 1+r.IntN(2)), QueueDelete}
+			case 11:
+				e = [3]string{"public.catalog_unit", `{"id": "bad"}`, QueueDelete} // fails the deletion
 			default:
-				e = [3]string{"public.catalog_unit", `{"id": "bad"}`, QueueDelete}
+				e = [3]string{"public.catalog_unit", `{"pk": 1}`, QueueDelete} // not a key: leaves its transaction at once
 			}
 			txn = append(txn, e)
 		}
@@ -207,6 +210,12 @@ INSERT INTO userapp_report (id, title, unit_id, marker_id) VALUES (100, 'r', 1, 
 // (restricting album 2) is deleted through artist 1, as Django's
 // QuerySet.delete() over both would. Applied one by one, artist 2 would fail.
 func TestBadEntryLeavesItsTransactionWhole(t *testing.T) {
+	for _, large := range []bool{false, true} {
+		t.Run(fmt.Sprint("large ", large), func(t *testing.T) { testBadEntryLeavesItsTransactionWhole(t, large) })
+	}
+}
+
+func testBadEntryLeavesItsTransactionWhole(t *testing.T, large bool) {
 	s := newSlave(t)
 	pgtest.Exec(t, s.db.DSN, `
 INSERT INTO catalog_artist (id, name) VALUES (1, 'a'), (2, 'b');
@@ -216,11 +225,49 @@ INSERT INTO userapp_song (id, name, artist_id, album_id) VALUES (1, 's', 1, 1), 
 	bad := enqueue(t, s.pool, QueueDelete, 1, "public.catalog_artist", `{"artist": 2}`, OpDelete) // no such key column
 	a2 := del(t, s.pool, 1, "catalog_artist", 2)
 	a1 := del(t, s.pool, 1, "catalog_artist", 1)
-	apply(t, p, txnOf(bad, a2, a1))
+	txn := txnOf(bad, a2, a1)
+	if large {
+		txn = Txn{CommitTime: time.Now(), Large: true, Xid: 1, Count: 3}
+	}
+	apply(t, p, txn)
 	if dl := deadLetters(t, s.pool); len(dl) != 1 || dl[bad.ID] == "" {
 		t.Errorf("dead letters %v, want only the malformed entry's", dl)
 	}
 	if n := count(t, s.pool, "SELECT count(*) FROM catalog_artist"); n != 0 {
 		t.Errorf("%d artists left, want none", n)
 	}
+}
+
+// TestLargeTransactionKeepsOutcome applies random sequences of master
+// transactions once as small transactions (entries in memory) and once as
+// large ones (entries read from the queue tables, one spilled deletion each),
+// and compares the final states: data, dead letters with their reasons,
+// outbox.
+func TestLargeTransactionKeepsOutcome(t *testing.T) {
+	for seed := uint64(1); seed <= 12; seed++ {
+		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
+			sc := randomScenario(rand.New(rand.NewPCG(seed, 42)))
+			small := sc.run(t, 1)
+			large := sc.runLarge(t)
+			if small != large {
+				t.Errorf("small:\n%s\n\nlarge:\n%s", small, large)
+			}
+		})
+	}
+}
+
+// runLarge is run with every transaction handed over as a large Txn.
+func (sc scenario) runLarge(t *testing.T) string {
+	s := newSlave(t)
+	pgtest.Exec(t, s.db.DSN, "INSERT INTO catalog_outcome (id, name) VALUES (1, 'o'), (2, 'p');\n"+sc.data)
+	p := s.processor(ProcessorOptions{BatchSize: 2})
+	var txns []Txn
+	for i, tx := range sc.txns {
+		for _, e := range tx {
+			enqueue(t, s.pool, e[2], int64(i+1), e[0], e[1], OpDelete)
+		}
+		txns = append(txns, Txn{CommitTime: time.Now(), Large: true, Xid: int64(i + 1), Count: len(tx)})
+	}
+	apply(t, p, txns...)
+	return comparable(t, s.pool)
 }

@@ -14,7 +14,9 @@ import (
 // drain at start: the oldest first (by id, whose UUIDv7 orders by the time it
 // was written), grouped into Txns by Xid, the groups in the order of their
 // oldest entry. It takes about limit entries: every entry of a transaction it
-// includes, so that a transaction is never split (it may then return more).
+// includes, so that a transaction is never split (it may then return more);
+// a transaction of more than LargeTxn entries comes as a large Txn, its
+// entries left in the tables.
 // With SeedQueues, the oldest rows of the seed queue tables follow, each
 // entry its own Txn (their rows carry no transaction id). A Txn's CommitTime
 // is its oldest CreatedAt. An empty result means the tables are empty.
@@ -22,45 +24,88 @@ func (p *Processor) Pending(ctx context.Context, limit int) ([]Txn, error) {
 	if limit <= 0 {
 		limit = p.opts.BatchSize
 	}
-	// The oldest limit ids of both tables, their transactions, and all the
-	// entries of those transactions.
+	// The transactions of the oldest limit ids of both tables, with their
+	// sizes: one larger than LargeTxn stays in the tables (a large Txn).
 	rows, err := p.db.Query(ctx, `WITH oldest AS (
   (SELECT id, xid FROM pgoutpost.delete_queue ORDER BY id LIMIT $1)
   UNION ALL
   (SELECT id, xid FROM pgoutpost.denormalize_queue ORDER BY id LIMIT $1)
   ORDER BY id LIMIT $1),
 xids AS (SELECT DISTINCT xid FROM oldest)
-SELECT 'delete', id::text, table_name, pk::text, op, xid, created_at FROM pgoutpost.delete_queue WHERE xid IN (SELECT xid FROM xids)
-UNION ALL
-SELECT 'denormalize', id::text, table_name, pk::text, op, xid, created_at FROM pgoutpost.denormalize_queue WHERE xid IN (SELECT xid FROM xids)`, limit)
+SELECT xid, count(*), min(id::text), min(created_at) FROM (
+  SELECT id, xid, created_at FROM pgoutpost.delete_queue WHERE xid IN (SELECT xid FROM xids)
+  UNION ALL
+  SELECT id, xid, created_at FROM pgoutpost.denormalize_queue WHERE xid IN (SELECT xid FROM xids)) AS e
+GROUP BY xid`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read pending queue entries: %w", err)
 	}
-	entries, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Entry, error) {
-		var e Entry
-		var pk string
-		err := r.Scan(&e.Queue, &e.ID, &e.Table, &pk, &e.Op, &e.Xid, &e.CreatedAt)
-		e.PK = []byte(pk)
-		return e, err
+	type group struct {
+		txn    Txn
+		oldest string
+	}
+	groups, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*group, error) {
+		g := &group{}
+		err := r.Scan(&g.txn.Xid, &g.txn.Count, &g.oldest, &g.txn.CommitTime)
+		return g, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read pending queue entries: %w", err)
 	}
+	var small []int64
+	index := map[int64]*group{}
+	for _, g := range groups {
+		index[g.txn.Xid] = g
+		if g.txn.Count > p.opts.LargeTxn {
+			g.txn.Large = true
+		} else {
+			small = append(small, g.txn.Xid)
+		}
+	}
+	var entries []Entry
+	if len(small) > 0 {
+		rows, err := p.db.Query(ctx, `SELECT 'delete', id::text, table_name, pk::text, op, xid, created_at FROM pgoutpost.delete_queue WHERE xid = ANY($1)
+UNION ALL
+SELECT 'denormalize', id::text, table_name, pk::text, op, xid, created_at FROM pgoutpost.denormalize_queue WHERE xid = ANY($1)`, small)
+		if err != nil {
+			return nil, fmt.Errorf("read pending queue entries: %w", err)
+		}
+		entries, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Entry, error) {
+			var e Entry
+			var pk string
+			err := r.Scan(&e.Queue, &e.ID, &e.Table, &pk, &e.Op, &e.Xid, &e.CreatedAt)
+			e.PK = []byte(pk)
+			return e, err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("read pending queue entries: %w", err)
+		}
+	}
 	// In id order: UUIDs sort the same as text (lower-case hex, compared
 	// bytewise here, whatever the database's collation) and as uuid.
 	sort.SliceStable(entries, func(i, j int) bool { return entries[i].ID < entries[j].ID })
-	var txns []Txn
-	index := map[int64]int{}
 	for _, e := range entries {
-		i, ok := index[e.Xid]
-		if !ok {
-			i = len(txns)
-			index[e.Xid] = i
-			txns = append(txns, Txn{CommitTime: e.CreatedAt})
+		g := index[e.Xid]
+		if g == nil { // entries of another transaction with this xid came in between
+			continue
 		}
-		txns[i].Entries = append(txns[i].Entries, e)
+		g.txn.Entries = append(g.txn.Entries, e)
 	}
-	if p.opts.SeedQueues && len(entries) < limit {
+	// Groups in the order of their oldest entry; a small one's count is
+	// what was read.
+	sort.Slice(groups, func(i, j int) bool { return groups[i].oldest < groups[j].oldest })
+	var txns []Txn
+	for _, g := range groups {
+		if !g.txn.Large {
+			if len(g.txn.Entries) == 0 {
+				continue
+			}
+			g.txn.Count = len(g.txn.Entries)
+			g.txn.CommitTime = g.txn.Entries[0].CreatedAt
+		}
+		txns = append(txns, g.txn)
+	}
+	if p.opts.SeedQueues && len(entries) < limit && len(small) == len(groups) {
 		for _, q := range []string{QueueSeedDelete, QueueSeedDenormalize} {
 			seed, err := p.pendingSeed(ctx, q, limit-len(entries))
 			if err != nil {

@@ -63,6 +63,21 @@ type Entry struct {
 type Txn struct {
 	CommitTime time.Time
 	Entries    []Entry
+	// Large marks a transaction too large to hold in memory (more than
+	// ProcessorOptions.LargeTxn entries): Entries is empty, and its Count
+	// entries are read from the queue tables by Xid, the master's
+	// transaction id, a page at a time as they are processed.
+	Large bool
+	Xid   int64
+	Count int
+}
+
+// Len is the number of entries of t.
+func (t *Txn) Len() int {
+	if t.Large {
+		return t.Count
+	}
+	return len(t.Entries)
 }
 
 // ProcessorOptions configure a Processor.
@@ -76,10 +91,19 @@ type ProcessorOptions struct {
 	Logger     *slog.Logger // slog.Default() when nil
 	Observer   Observer     // optional metrics hooks
 	SeedQueues bool         // also dequeue and read django-logical-replication's queue tables
+	// LargeTxn is the most entries of one master transaction held in
+	// memory (DefaultLargeTxn when 0). A larger one is a large Txn: its
+	// entries stay in the queue tables, its deletes are applied as one
+	// spilled deletion (cascade.Engine.DeleteListed) and its events are
+	// published a page at a time, so memory does not grow with its size.
+	LargeTxn int
 }
 
 // DefaultBatchSize is the batch size when ProcessorOptions.BatchSize is 0.
 const DefaultBatchSize = 500
+
+// DefaultLargeTxn is ProcessorOptions.LargeTxn when it is 0.
+const DefaultLargeTxn = 50000
 
 // Observer receives metrics events; the sidecar implements it with
 // Prometheus. Calls come from the goroutine that runs Apply and must not block.
@@ -129,6 +153,9 @@ func NewProcessor(db *pgxpool.Pool, reg *registry.Registry, eng *cascade.Engine,
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.LargeTxn <= 0 {
+		opts.LargeTxn = DefaultLargeTxn
+	}
 	return &Processor{db: db, reg: reg, eng: eng, snk: snk, opts: opts, log: opts.Logger, now: time.Now}
 }
 
@@ -170,7 +197,7 @@ func (it *item) tableName() string {
 func (p *Processor) Apply(ctx context.Context, txns []Txn) (done int, err error) {
 	left := make([]int, len(txns)) // entries of each txn not done yet
 	for i := range txns {
-		left[i] = len(txns[i].Entries)
+		left[i] = txns[i].Len()
 	}
 	leading := func() int {
 		n := 0
@@ -181,8 +208,16 @@ func (p *Processor) Apply(ctx context.Context, txns []Txn) (done int, err error)
 	}
 	finish := func(it *item) { left[it.txn]-- }
 	for lo := 0; lo < len(txns); {
+		if txns[lo].Large {
+			if err := p.applyLarge(ctx, &txns[lo]); err != nil {
+				return leading(), err
+			}
+			left[lo] = 0
+			lo++
+			continue
+		}
 		hi, n := lo, 0
-		for hi < len(txns) && (hi == lo || n+len(txns[hi].Entries) <= p.opts.BatchSize) {
+		for hi < len(txns) && !txns[hi].Large && (hi == lo || n+len(txns[hi].Entries) <= p.opts.BatchSize) {
 			n += len(txns[hi].Entries)
 			hi++
 		}

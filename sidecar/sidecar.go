@@ -32,6 +32,7 @@ const (
 	DefaultHeartbeat     = DefaultHeartbeatInterval
 	DefaultSpillBytes    = DefaultSpillThreshold
 	DefaultBatchSize     = 500
+	DefaultLargeTxn      = 50000
 	DefaultProbeInterval = 2 * time.Second
 	DefaultProbeTimeout  = 5 * time.Second
 	// DefaultSweepInterval is the period of the sweep that processes entries
@@ -88,6 +89,10 @@ type Options struct {
 	// waiting and is applied at once: batches grow under load, as
 	// transactions arrive while the previous batch is applied.
 	BatchSize int
+	// LargeTxn is the most entries of one transaction decoded into memory;
+	// a larger transaction is handed to the processor as a large queue.Txn
+	// (its entries stay in the queue tables).
+	LargeTxn int
 
 	ProbeInterval time.Duration // period of the slot, queue and readiness probe
 	// SweepInterval is the period of the sweep: while the stream holds no
@@ -114,6 +119,9 @@ func (o *Options) setDefaults() {
 	def(&o.SweepInterval, DefaultSweepInterval)
 	if o.BatchSize <= 0 {
 		o.BatchSize = DefaultBatchSize
+	}
+	if o.LargeTxn <= 0 {
+		o.LargeTxn = DefaultLargeTxn
 	}
 	if o.Slot == "" {
 		o.Slot = DefaultSlot
@@ -190,7 +198,8 @@ func New(opts Options) (*Sidecar, error) {
 			s.gather = prometheus.NewRegistry()
 		}
 	}
-	s.entries = newEntryDecoder(opts.SeedQueues, s.metrics.countMessage)
+	s.entries = newEntryDecoder(opts.SeedQueues, opts.LargeTxn, s.metrics.countMessage)
+	s.entries.log = s.log
 	return s, nil
 }
 
@@ -416,7 +425,7 @@ func (s *Sidecar) drain(parent, ctx context.Context) error {
 		}
 		done, err := s.opts.Processor.Apply(ctx, txns)
 		for _, t := range txns[:done] {
-			n += len(t.Entries)
+			n += t.Len()
 		}
 		if err != nil {
 			return fmt.Errorf("apply pending entries: %w", err)
@@ -649,14 +658,14 @@ func (s *Sidecar) batch(parent, ctx context.Context, st *Stream, items <-chan it
 		}
 		n := 0
 		for _, it := range buf {
-			n += len(it.txn.Entries)
+			n += it.txn.Len()
 		}
 	collect:
 		for n < s.opts.BatchSize {
 			select {
 			case it := <-items:
 				buf = append(buf, it)
-				n += len(it.txn.Entries)
+				n += it.txn.Len()
 			default:
 				break collect
 			}
@@ -698,7 +707,7 @@ func (s *Sidecar) apply(ctx context.Context, st *Stream, buf []item) ([]item, er
 	var at []int // the index in buf of each txn
 	var xids []int64
 	for i, it := range buf {
-		if len(it.txn.Entries) > 0 {
+		if it.txn.Len() > 0 {
 			txns = append(txns, it.txn)
 			at = append(at, i)
 			xids = append(xids, int64(it.xid))

@@ -126,6 +126,7 @@ grace period.`, &g)
 		Env:        cfg.Environment,
 		SystemID:   systemID,
 		BatchSize:  cfg.Queue.BatchSize,
+		LargeTxn:   cfg.Queue.LargeTransaction,
 		Logger:     logger,
 		Observer:   metrics,
 		SeedQueues: cfg.Queue.SeedQueues,
@@ -148,6 +149,7 @@ grace period.`, &g)
 		SpillBytes:     int(cfg.Sidecar.SpillBytes),
 		SweepInterval:  cfg.Sidecar.SweepInterval,
 		BatchSize:      cfg.Queue.BatchSize,
+		LargeTxn:       cfg.Queue.LargeTransaction,
 	})
 	if err != nil {
 		return err
