@@ -81,6 +81,7 @@ type e2e struct {
 	seedQueues    bool          // also process django-logical-replication's queues
 	procDB        *pgxpool.Pool // the processor's pool when not spool (another role)
 	runDSN        string        // when set, the whole sidecar (stream, probes, processor) runs as this DSN's role
+	largeTxn      int           // the processor's LargeTxn (its default when 0)
 }
 
 func testCtx(t testing.TB, d time.Duration) context.Context {
@@ -228,6 +229,7 @@ func (e *e2e) start(t, owner testing.TB, tune func(*sidecar.Options)) *running {
 	}
 	proc := queue.NewProcessor(procDB, e.reg, nil, snk, queue.ProcessorOptions{
 		Env: e.env, SystemID: "e2e", BatchSize: 100, Logger: testLogger(t), Observer: metrics, SeedQueues: e.seedQueues,
+		LargeTxn: e.largeTxn,
 	})
 	opts := sidecar.Options{
 		DB: db, ReplicationDSN: replDSN, Processor: proc, Sink: snk,
