@@ -25,7 +25,7 @@ WITH_PG   = bindir=$$(scripts/ensure-postgres $(PG)) && export PGOUTPOST_PG_BIND
 SHELL       := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: help build test lint fuzz bench demo image clean postgres faults
+.PHONY: help build test lint fuzz bench bench-large demo image clean postgres faults
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -58,6 +58,11 @@ bench: ## run the benchmarks once (figures go in the closing notes, not in tests
 faults: ## kill the sidecar, restart the slave and stop NATS during a workload; check nothing is lost or duplicated
 	$(WITH_PG) $(GO) test -tags faults -count=1 -timeout 20m -v ./faults/... $(if $(FAULTS_ARGS),-args $(FAULTS_ARGS)) 2>&1 \
 		| grep -vE '^(=== (RUN|PAUSE|CONT)|\s*$$)' 
+
+bench-large: ## one master transaction of LARGE_UNITS×2 delete entries: the sidecar's peak RSS and time (LARGE_TXN=n sets queue.large_transaction)
+	$(WITH_PG) $(GO) test -tags faults -count=1 -timeout 3h -run '^$$' -bench BenchmarkLargeTransaction -benchtime 1x ./faults/ \
+		-args -faults.large.units=$(or $(LARGE_UNITS),500000) $(if $(LARGE_TXN),-faults.large.txn=$(LARGE_TXN)) 2>&1 \
+		| grep -E 'FIGURES|Benchmark|large_test|ok|FAIL|panic'
 
 demo: ## start a throwaway master, slave and NATS and show what pgoutpost does
 	$(WITH_PG) $(GO) run ./cmd/pgoutpost demo

@@ -91,6 +91,10 @@ sidecar:
 nats:
   url: "{{.NATS}}"
 {{- end}}
+{{- if .LargeTxn}}
+queue:
+  large_transaction: {{.LargeTxn}}
+{{- end}}
 models:
   - name: public.shop_category
     kind: system
@@ -114,6 +118,7 @@ relations:
 
 type configValues struct {
 	Environment, Role, DSN, Master, NATS, Listen string
+	LargeTxn                                     int // queue.large_transaction; the default when 0
 }
 
 // env is a master and a slave database, a NATS server and the pgoutpost
@@ -132,7 +137,7 @@ var flagBin = flag.String("faults.bin", "", "a pgoutpost binary to test instead 
 
 // buildBinary builds cmd/pgoutpost into a temporary directory, unless
 // -faults.bin names a binary.
-func buildBinary(t *testing.T) string {
+func buildBinary(t testing.TB) string {
 	t.Helper()
 	if *flagBin != "" {
 		return *flagBin
@@ -147,7 +152,7 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-func newEnv(t *testing.T, name string) *env {
+func newEnv(t testing.TB, name string) *env {
 	t.Helper()
 	e := &env{name: name, bin: buildBinary(t), dir: t.TempDir()}
 	// The master's database first, so that its cleanup runs after the
@@ -171,7 +176,7 @@ func newEnv(t *testing.T, name string) *env {
 	return e
 }
 
-func (e *env) writeConfig(t *testing.T, v configValues) string {
+func (e *env) writeConfig(t testing.TB, v configValues) string {
 	t.Helper()
 	path := filepath.Join(e.dir, v.Role+".yaml")
 	f, err := os.Create(path)
@@ -186,7 +191,7 @@ func (e *env) writeConfig(t *testing.T, v configValues) string {
 }
 
 // cli runs the pgoutpost binary with args and fails the test when it fails.
-func (e *env) cli(t *testing.T, args ...string) {
+func (e *env) cli(t testing.TB, args ...string) {
 	t.Helper()
 	out, err := exec.Command(e.bin, args...).CombinedOutput()
 	if err != nil {
@@ -197,7 +202,7 @@ func (e *env) cli(t *testing.T, args ...string) {
 // setupMaster runs the master's setup commands in the documented order and
 // seeds the system data (without queue entries: they are history the slave
 // does not need).
-func (e *env) setupMaster(t *testing.T, ctx context.Context, units, outcomes int) {
+func (e *env) setupMaster(t testing.TB, ctx context.Context, units, outcomes int) {
 	t.Helper()
 	for _, args := range [][]string{
 		{"validate", "--config", e.masterConfig},
@@ -234,7 +239,7 @@ func (e *env) setupMaster(t *testing.T, ctx context.Context, units, outcomes int
 // startSidecar starts pgoutpost run on the slave; it is stopped at the end
 // of the test (registered after the databases, so before they are dropped),
 // and its log's last lines are shown if the test failed.
-func (e *env) startSidecar(t *testing.T) *sidecar {
+func (e *env) startSidecar(t testing.TB) *sidecar {
 	t.Helper()
 	sc := &sidecar{bin: e.bin, config: e.slaveCfg, log: filepath.Join(e.dir, "sidecar.log")}
 	if err := sc.start(); err != nil {
@@ -249,7 +254,7 @@ func (e *env) startSidecar(t *testing.T) *sidecar {
 	return sc
 }
 
-func (e *env) setupSlave(t *testing.T) {
+func (e *env) setupSlave(t testing.TB) {
 	t.Helper()
 	for _, args := range [][]string{
 		{"validate", "--config", e.slaveCfg},
