@@ -480,10 +480,13 @@ func dropTriggerStep(ctx context.Context, q querier, s triggerSpec, summary stri
 	return Step{fmt.Sprintf(summary, s.name, s.table), sql}, nil
 }
 
-// xidIndexes index the slave's queue tables by transaction id: the drain at
-// start (Processor.Pending) reads every entry of the oldest transactions, and
-// without them each batch would scan the whole backlog. The master's tables
-// have none, as nothing there reads by xid and its triggers write them.
+// xidIndexes index the slave's queue tables by transaction id and, within
+// one, by entry id: the drain at start (Processor.Pending) reads every entry
+// of the oldest transactions, and without them each batch would scan the
+// whole backlog; a large transaction's entries are read a page at a time in
+// id order (xid = $1 AND id > $2 ORDER BY id), one range of the index each,
+// whatever the planner thinks of the table. The master's tables have none, as
+// nothing there reads by xid and its triggers write them.
 var xidIndexes = []struct {
 	table registry.TableName
 	name  string
@@ -501,11 +504,11 @@ func planXidIndexes(ctx context.Context, q querier) (Plan, error) {
 		}
 		name := pgx.Identifier{Schema, ix.name}.Sanitize()
 		if state == indexWrong {
-			p = append(p, Step{"drop index " + ix.name + " (invalid, or not on " + ix.table.String() + " (xid))", "DROP INDEX " + name})
+			p = append(p, Step{"drop index " + ix.name + " (invalid, or not on " + ix.table.String() + " (xid, id))", "DROP INDEX " + name})
 		}
 		if state != indexOK {
-			p = append(p, Step{"create index " + ix.name + " on " + ix.table.String() + " (xid)",
-				"CREATE INDEX " + pgx.Identifier{ix.name}.Sanitize() + " ON " + ix.table.Sanitize() + " (xid)"})
+			p = append(p, Step{"create index " + ix.name + " on " + ix.table.String() + " (xid, id)",
+				"CREATE INDEX " + pgx.Identifier{ix.name}.Sanitize() + " ON " + ix.table.Sanitize() + " (xid, id)"})
 		}
 	}
 	return p, nil
@@ -524,13 +527,15 @@ type rowQuerier interface {
 }
 
 // xidIndexState says whether index name in Schema is a valid plain btree
-// index of table on (xid) alone.
+// index of table on (xid, id). (One on (xid) alone, as earlier versions made,
+// is replaced.)
 func xidIndexState(ctx context.Context, q rowQuerier, table registry.TableName, name string) (indexState, error) {
 	var ok bool
 	err := q.QueryRow(ctx, `SELECT coalesce(i.indisvalid AND i.indrelid = pg_catalog.to_regclass($3)
-    AND i.indnatts = 1 AND i.indexprs IS NULL AND i.indpred IS NULL
+    AND i.indnatts = 2 AND i.indexprs IS NULL AND i.indpred IS NULL
     AND c.relam = (SELECT oid FROM pg_catalog.pg_am WHERE amname = 'btree')
-    AND (SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = i.indrelid AND attnum = i.indkey[0]) = 'xid', false)
+    AND (SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = i.indrelid AND attnum = i.indkey[0]) = 'xid'
+    AND (SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = i.indrelid AND attnum = i.indkey[1]) = 'id', false)
   FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid

@@ -275,7 +275,7 @@ func TestInstallSlave(t *testing.T) {
 		t.Errorf("schema pgoutpost has %d tables, want 3", n)
 	}
 	// The drain at start reads whole transactions by xid.
-	if got, want := queueIndexes(t, pool), "delete_queue_xid_idx (xid),denormalize_queue_xid_idx (xid)"; got != want {
+	if got, want := queueIndexes(t, pool), "delete_queue_xid_idx (xid, id),denormalize_queue_xid_idx (xid, id)"; got != want {
 		t.Errorf("indexes by xid = %q, want %q", got, want)
 	}
 
@@ -312,6 +312,17 @@ func TestInstallSlave(t *testing.T) {
 		}
 	})
 
+	t.Run("an xid index of an earlier version (xid alone) is replaced", func(t *testing.T) {
+		pgtest.Exec(t, db.DSN, "DROP INDEX pgoutpost.delete_queue_xid_idx; CREATE INDEX delete_queue_xid_idx ON pgoutpost.delete_queue (xid)")
+		p, err := Install(ctx, pool, opts, false)
+		if err != nil || len(p) != 2 || !strings.HasPrefix(p[0].Summary, "drop index delete_queue_xid_idx") {
+			t.Fatalf("plan %v, err %v; want a drop and a create", p, err)
+		}
+		if got, want := queueIndexes(t, pool), "delete_queue_xid_idx (xid, id),denormalize_queue_xid_idx (xid, id)"; got != want {
+			t.Errorf("indexes by xid = %q, want %q", got, want)
+		}
+	})
+
 	t.Run("an xid index on the wrong column is made again", func(t *testing.T) {
 		pgtest.Exec(t, db.DSN, "DROP INDEX pgoutpost.denormalize_queue_xid_idx; CREATE INDEX denormalize_queue_xid_idx ON pgoutpost.denormalize_queue (created_at)")
 		missing, err := MissingIndexes(ctx, pool)
@@ -322,7 +333,7 @@ func TestInstallSlave(t *testing.T) {
 		if err != nil || len(p) != 2 || !strings.HasPrefix(p[0].Summary, "drop index denormalize_queue_xid_idx") {
 			t.Fatalf("plan %v, err %v; want a drop and a create", p, err)
 		}
-		if got, want := queueIndexes(t, pool), "delete_queue_xid_idx (xid),denormalize_queue_xid_idx (xid)"; got != want {
+		if got, want := queueIndexes(t, pool), "delete_queue_xid_idx (xid, id),denormalize_queue_xid_idx (xid, id)"; got != want {
 			t.Errorf("indexes by xid = %q, want %q", got, want)
 		}
 		if missing, err := MissingIndexes(ctx, pool); err != nil || len(missing) != 0 {

@@ -48,7 +48,8 @@ func (n Need) String() string {
 // a non-superuser's subscription also needs a password in master:'s
 // conninfo (password_required). run needs REPLICATION (its slot; RDS:
 // rds_replication), USAGE on schema pgoutpost with SELECT, INSERT and DELETE
-// on its tables (or CREATE on the database before queue install), and on
+// on its tables (or CREATE on the database before queue install),
+// TEMPORARY on the database (large transactions), and on
 // the synced and user tables: SELECT, UPDATE (its row locks) and DELETE on
 // every table a delete can reach (the delete models and what CASCADE leads
 // to), SELECT and UPDATE on those whose foreign key into them is SET_NULL,
@@ -184,6 +185,15 @@ func MissingPrivileges(ctx context.Context, db DB, role string, reg *registry.Re
 		}
 	} else {
 		createFor = append(createFor, "queue install")
+	}
+	// A large master transaction is applied through temporary tables
+	// (queue.large_transaction); PUBLIC has TEMPORARY by default.
+	var temp bool
+	if err := db.QueryRow(ctx, "SELECT has_database_privilege(current_database(), 'TEMPORARY')").Scan(&temp); err != nil {
+		return nil, fmt.Errorf("read database privileges: %w", err)
+	}
+	if !temp {
+		c.need("run (large master transactions)", "TEMPORARY on the database", "GRANT TEMPORARY ON DATABASE "+pgx.Identifier{database}.Sanitize()+" TO "+c.user)
 	}
 	if !createDB && len(createFor) > 0 {
 		c.need(strings.Join(createFor, ", "), "CREATE on the database", grantCreate)

@@ -108,6 +108,8 @@ func TestLeastPrivilegeSlave(t *testing.T) {
 	reg := testRegistry(nil)
 	p := newPair(t, reg)
 	pool, ident := limitedRole(t, p.slave, "lp_"+p.slave.Name)
+	// PUBLIC's default, which a hardened database may have revoked.
+	pgtest.Exec(t, p.slave.DSN, "REVOKE TEMPORARY ON DATABASE "+pgx.Identifier{p.slave.Name}.Sanitize()+" FROM PUBLIC")
 	ctx := ctxT(t, 2*time.Minute)
 	needs, err := MissingPrivileges(ctx, pool, "slave", reg)
 	if err != nil {
@@ -115,6 +117,7 @@ func TestLeastPrivilegeSlave(t *testing.T) {
 	}
 	text := needsText(needs)
 	for _, want := range []string{
+		"run (large master transactions) needs TEMPORARY on the database",
 		"run needs REPLICATION (the sidecar's slot and stream): ALTER ROLE " + ident + " REPLICATION (or on RDS: GRANT rds_replication TO " + ident + ")",
 		"run needs SELECT, INSERT, DELETE on pgoutpost.delete_queue",
 		"run needs SELECT, INSERT, DELETE on pgoutpost.dead_letter",
