@@ -34,7 +34,7 @@ const (
 	DefaultShutdownGrace       = 30 * time.Second
 	DefaultMaxLag              = time.Minute
 	DefaultHeartbeat           = 10 * time.Second
-	DefaultSpillBytes          = 64 << 20
+	DefaultSpillBytes          = 16 << 20
 	DefaultNATSURL             = sink.DefaultURL
 	DefaultStream              = sink.DefaultStream
 	DefaultSubjectPrefix       = event.DefaultPrefix

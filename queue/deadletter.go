@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -205,11 +206,11 @@ func existingQueues(ctx context.Context, db querier, seed bool) ([]string, error
 }
 
 // Depths returns the depth of each queue table that exists (the seed queues
-// only with seed), with the age of its oldest entry (by the time in its
-// UUIDv7 id, or created_at for seed rows) and its number of dead letters.
-// It is cheap enough for a metrics scrape on a short queue; on a long one
-// count(*) reads the whole table.
-func Depths(ctx context.Context, db querier, seed bool) ([]QueueDepth, error) {
+// only with seed), with the age of its oldest entry and its number of dead
+// letters. With limit > 0 a depth is counted up to limit only (Pending is
+// then at most limit): a probe that runs every few seconds must not read a
+// backlog of millions of rows each time.
+func Depths(ctx context.Context, db querier, seed bool, limit int) ([]QueueDepth, error) {
 	queues, err := existingQueues(ctx, db, seed)
 	if err != nil {
 		return nil, err
@@ -220,7 +221,18 @@ func Depths(ctx context.Context, db querier, seed bool) ([]QueueDepth, error) {
 		d := QueueDepth{Queue: q, Table: qt.String()}
 		var oldest *time.Time
 		var now time.Time
-		if err := db.QueryRow(ctx, "SELECT count(*), min(created_at), pg_catalog.now() FROM "+qt.Sanitize()).Scan(&d.Pending, &oldest, &now); err != nil {
+		// The oldest entry: pgoutpost's by its id (a UUIDv7, through the
+		// primary key's index), the seed's by created_at.
+		by := "id"
+		if q == QueueSeedDelete || q == QueueSeedDenormalize {
+			by = "created_at"
+		}
+		from := qt.Sanitize()
+		if limit > 0 {
+			from = "(SELECT FROM " + qt.Sanitize() + " LIMIT " + strconv.Itoa(limit) + ") AS q"
+		}
+		sql := "SELECT count(*), (SELECT created_at FROM " + qt.Sanitize() + " ORDER BY " + by + " LIMIT 1), pg_catalog.now() FROM " + from
+		if err := db.QueryRow(ctx, sql).Scan(&d.Pending, &oldest, &now); err != nil {
 			return nil, fmt.Errorf("count entries of %s: %w", qt, err)
 		}
 		if oldest != nil {
@@ -237,7 +249,7 @@ func Depths(ctx context.Context, db querier, seed bool) ([]QueueDepth, error) {
 // ReadStatus returns the queue depths and the latest dead letters (at most
 // latest of them, newest first).
 func ReadStatus(ctx context.Context, db querier, seed bool, latest int) (*Status, error) {
-	qs, err := Depths(ctx, db, seed)
+	qs, err := Depths(ctx, db, seed, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -36,6 +36,9 @@ type probeState struct {
 // statser is the optional Stats of a sink (sink.NATS).
 type statser interface{ Stats() sink.Stats }
 
+// maxCountedDepth bounds the count of pgoutpost_queue_pending_entries.
+const maxCountedDepth = 1000000
+
 func isNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
 
 // shuttingDown reports an error of a server that is shutting down:
@@ -184,7 +187,10 @@ func (s *Sidecar) probeDB(ctx context.Context, p *probeState) error {
 		}
 	}
 
-	depths, err := queue.Depths(ctx, s.opts.DB, s.opts.SeedQueues)
+	// Counted up to a bound: the probe runs every ProbeInterval, and a
+	// backlog of millions of rows (a large transaction) must not be read
+	// whole each time.
+	depths, err := queue.Depths(ctx, s.opts.DB, s.opts.SeedQueues, maxCountedDepth)
 	if err != nil {
 		return err
 	}

@@ -58,7 +58,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		entries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: name("queue", "entries_total"),
 			Help: "Queue entries handled, by queue, table and result (applied, gone, dead, published)."}, []string{"queue", "table", "result"}),
 		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name("queue", "pending_entries"),
-			Help: "Rows waiting in the slave's queue tables."}, []string{"queue"}),
+			Help: "Rows waiting in the slave's queue tables, counted up to 1,000,000."}, []string{"queue"}),
 		dead: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name("queue", "dead_letters"),
 			Help: "Rows in pgoutpost.dead_letter, by queue."}, []string{"queue"}),
 		commitToDone: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name("queue", "commit_to_done_seconds"),

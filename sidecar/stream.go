@@ -28,7 +28,7 @@ const (
 	DefaultStatusInterval    = 10 * time.Second
 	DefaultFlushDelay        = time.Second
 	DefaultHeartbeatInterval = 10 * time.Second
-	DefaultSpillThreshold    = 64 << 20
+	DefaultSpillThreshold    = 16 << 20
 	DefaultQueueLength       = 64
 	DefaultReconnectMin      = 200 * time.Millisecond
 	DefaultReconnectMax      = 30 * time.Second
