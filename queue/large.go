@@ -158,8 +158,10 @@ INSERT INTO `+listed+` SELECT table_name, pk FROM d`, txn.Xid)
 		if t == nil || t.Kind != registry.KindDenormalize {
 			continue
 		}
+		// The key table is new in every deletion: not a statement to
+		// prepare and cache.
 		if _, err := tx.Exec(ctx, `INSERT INTO pgoutpost.denormalize_queue (table_name, pk, op, xid)
-SELECT $1, pg_catalog.to_jsonb(k), 'delete', `+outboxXid+` FROM `+res.KeyTables[name]+` AS k`, name.String()); err != nil {
+SELECT $1, pg_catalog.to_jsonb(k), 'delete', `+outboxXid+` FROM `+res.KeyTables[name]+` AS k`, pgx.QueryExecModeSimpleProtocol, name.String()); err != nil {
 			return 0, fmt.Errorf("write delete events of %s: %w", name, err)
 		}
 	}
