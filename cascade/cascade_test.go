@@ -489,6 +489,9 @@ var engineModes = []struct {
 }{
 	{"memory", nil},
 	{"spilled", []cascade.Option{cascade.SpillAbove(0)}},
+	// Every deletion that collects more than two rows starts in memory,
+	// outgrows it and starts again spilled.
+	{"outgrown", []cascade.Option{cascade.SpillRowsAbove(2)}},
 }
 
 func TestDelete(t *testing.T) {

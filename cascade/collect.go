@@ -65,6 +65,7 @@ type collector struct {
 	restricted []Ref                              // rows found through RESTRICT relations
 	updates    map[*registry.ForeignKey][]Ref     // rows found through SET_* relations
 	fast       map[*registry.ForeignKey]*valueSet // referenced values whose rows a fast-path DELETE removes
+	held       int                                // rows collected and referencing rows read, against spillRows
 	// viaChild are the ids of rows first collected as the MTI parents of
 	// deleted child rows. Django collects those with collect_related=False:
 	// their relations are followed from the child, through the fields it
@@ -112,16 +113,25 @@ func (c *collector) run(ctx context.Context, targets []Target) error {
 	}
 
 	for len(frontier) > 0 {
+		if c.outgrown() {
+			return errSpill
+		}
 		next := map[*plan][]row{}
 		for _, p := range sortedPlans(frontier) {
 			if err := c.level(ctx, p, frontier[p], next); err != nil {
 				return err
+			}
+			if c.outgrown() {
+				return errSpill
 			}
 		}
 		frontier = next
 	}
 	if err := c.materialize(ctx); err != nil {
 		return err
+	}
+	if c.outgrown() {
+		return errSpill
 	}
 	if afterCollect != nil {
 		afterCollect()
@@ -227,6 +237,7 @@ func (c *collector) follow(ctx context.Context, fk *registry.ForeignKey, rule re
 		if err != nil {
 			return fmt.Errorf("read %s rows referencing %s: %w", fk.From, fk.To, err)
 		}
+		c.held += len(refs)
 		switch rule {
 		case registry.Protect:
 			c.protected = append(c.protected, refs...)
@@ -304,8 +315,13 @@ func (c *collector) add(p *plan, rows []row) []row {
 		s.rows[id] = r
 		fresh = append(fresh, r)
 	}
+	c.held += len(fresh)
 	return fresh
 }
+
+// outgrown reports whether the deletion holds more rows than the engine
+// keeps in memory.
+func (c *collector) outgrown() bool { return c.e.spillRows > 0 && c.held > c.e.spillRows }
 
 func (c *collector) deleted(t registry.TableName, k Key) bool {
 	s := c.sets[c.e.plans[t]]
@@ -467,23 +483,44 @@ func (c *collector) update(ctx context.Context, fk *registry.ForeignKey, refs []
 
 // fetch reads the rows of p matching cond, as p.cols text.
 func (c *collector) fetch(ctx context.Context, p *plan, cond string, args []any, lock bool) ([]row, error) {
-	sql := "SELECT " + textList(p.cols) + " FROM " + p.t.Name.Sanitize() + " WHERE " + cond
+	limit, args := c.limit(args)
+	sql := "SELECT " + textList(p.cols) + " FROM " + p.t.Name.Sanitize() + " WHERE " + cond + limit
 	if lock {
 		sql += " FOR UPDATE"
 	}
-	return c.query(ctx, sql, args, len(p.cols))
+	rows, err := c.query(ctx, sql, args, len(p.cols))
+	if err == nil && c.e.spillRows > 0 && c.held+len(rows) > c.e.spillRows {
+		return nil, errSpill
+	}
+	return rows, err
+}
+
+// limit bounds a statement's rows to what the deletion may still hold in
+// memory (and one more, to tell that it outgrew it): a LIMIT clause with its
+// parameter, after args. (A parameter: the statement's text stays the same,
+// and so one prepared statement serves.)
+func (c *collector) limit(args []any) (string, []any) {
+	if c.e.spillRows <= 0 {
+		return "", args
+	}
+	args = append(args[:len(args):len(args)], strconv.Itoa(max(c.e.spillRows-c.held, 0)+1))
+	return " LIMIT $" + strconv.Itoa(len(args)) + "::bigint", args
 }
 
 // refs reads the primary key and the relation's columns of the rows of from matching cond.
 func (c *collector) refs(ctx context.Context, from *plan, fk *registry.ForeignKey, cond string, args []any, lock bool) ([]Ref, error) {
 	cols := append(append([]string(nil), from.t.PrimaryKey...), fk.FromColumns...)
-	sql := "SELECT " + textList(cols) + " FROM " + from.t.Name.Sanitize() + " WHERE " + cond
+	limit, args := c.limit(args)
+	sql := "SELECT " + textList(cols) + " FROM " + from.t.Name.Sanitize() + " WHERE " + cond + limit
 	if lock {
 		sql += " FOR UPDATE"
 	}
 	rows, err := c.query(ctx, sql, args, len(cols))
 	if err != nil {
 		return nil, err
+	}
+	if c.e.spillRows > 0 && c.held+len(rows) > c.e.spillRows {
+		return nil, errSpill
 	}
 	n := len(from.t.PrimaryKey)
 	refs := make([]Ref, len(rows))

@@ -2,6 +2,7 @@ package cascade
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -60,6 +61,9 @@ type Engine struct {
 	guard    bool
 	// spillAbove: DeleteAll spills with more keys than this; never when negative.
 	spillAbove int
+	// spillRows: an in-memory deletion that collects more rows (and
+	// referencing rows) than this starts again spilled; never when <= 0.
+	spillRows int
 }
 
 // Option configures an Engine.
@@ -91,7 +95,7 @@ func Guard() Option { return func(e *Engine) { e.guard = true } }
 
 // New returns an engine over reg. The registry must not change afterwards.
 func New(reg *registry.Registry, opts ...Option) *Engine {
-	e := &Engine{reg: reg, plans: make(map[registry.TableName]*plan, len(reg.Tables)), maxArray: DefaultMaxArray, keyKinds: map[registry.Kind]bool{}, spillAbove: -1}
+	e := &Engine{reg: reg, plans: make(map[registry.TableName]*plan, len(reg.Tables)), maxArray: DefaultMaxArray, keyKinds: map[registry.Kind]bool{}, spillAbove: -1, spillRows: DefaultSpillRows}
 	for _, o := range opts {
 		o(e)
 	}
@@ -230,15 +234,28 @@ func (e *Engine) DeleteAll(ctx context.Context, tx pgx.Tx, targets []Target) (*R
 	if err != nil {
 		return nil, fmt.Errorf("delete from %s: begin savepoint: %w", root, err)
 	}
-	if e.spillAbove >= 0 && nkeys > e.spillAbove {
+	spill := e.spillAbove >= 0 && nkeys > e.spillAbove
+	if !spill {
+		c := &collector{e: e, tx: sp, res: res, root: root, sets: map[*plan]*rowSet{}, updates: map[*registry.ForeignKey][]Ref{}, fast: map[*registry.ForeignKey]*valueSet{}, viaChild: map[*plan]map[string]bool{}}
+		err = c.run(ctx, targets)
+		if errors.Is(err, errSpill) {
+			// The cascade reaches more rows than memory should hold:
+			// undo what was locked and start again, spilled.
+			if err = sp.Rollback(ctx); err != nil {
+				return nil, fmt.Errorf("delete from %s: roll back to savepoint: %w", root, err)
+			}
+			if sp, err = tx.Begin(ctx); err != nil {
+				return nil, fmt.Errorf("delete from %s: begin savepoint: %w", root, err)
+			}
+			res, spill = newResult(), true
+		}
+	}
+	if spill {
 		s := newSpiller(e, sp, res, root)
 		err = s.runAll(ctx, targets)
 		if err == nil {
 			err = s.finish(ctx, true)
 		}
-	} else {
-		c := &collector{e: e, tx: sp, res: res, root: root, sets: map[*plan]*rowSet{}, updates: map[*registry.ForeignKey][]Ref{}, fast: map[*registry.ForeignKey]*valueSet{}, viaChild: map[*plan]map[string]bool{}}
-		err = c.run(ctx, targets)
 	}
 	if err != nil {
 		_ = sp.Rollback(ctx) // the caller's tx may be broken already; its own rollback reports that

@@ -2,6 +2,7 @@ package cascade
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -40,6 +41,21 @@ import (
 // Values travel as text as in memory (see sql.go), so the statements need no
 // type names. The temporary tables are dropped when the deletion ends, the
 // key tables of DeleteListed at the end of the caller's transaction.
+
+// DefaultSpillRows is how many rows an in-memory deletion collects (with the
+// rows that reference them through PROTECT, RESTRICT and SET_* relations)
+// before it starts again spilled: a delete of one row whose cascade reaches
+// millions does not hold them in memory either.
+const DefaultSpillRows = 200000
+
+// SpillRowsAbove sets how many rows an in-memory deletion collects before
+// it starts again spilled (DefaultSpillRows); 0 never restarts.
+func SpillRowsAbove(n int) Option {
+	return func(e *Engine) { e.spillRows = n }
+}
+
+// errSpill ends an in-memory deletion that outgrew spillRows.
+var errSpill = errors.New("the deletion outgrew memory")
 
 // SpillAbove makes DeleteAll spill (keep its collected rows in temporary
 // tables on the server) when it is given more than n keys; SpillAbove(0)
