@@ -126,7 +126,20 @@ func TestConsumeInOrderAndResume(t *testing.T) {
 		}
 	}
 	// Stopped and started again, the durable consumer goes on after the
-	// events it acked.
+	// events it acked. Stopped means the server knows: until it drops the
+	// stopped client's pull requests, it may hand a new event to one of
+	// them, and the event comes back only after AckWait.
+	pgtest.Eventually(t, "the server to drop the stopped consumer's pull requests", func() bool {
+		cons, err := js.Consumer(context.Background(), sink.DefaultStream, "svc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := cons.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.NumWaiting == 0
+	})
 	publish(t, p, ev(11, "public.shop_outcome", event.OpDelete, 1))
 	c2 := &collector{}
 	run(t, js, opts, c2, 1)
