@@ -265,25 +265,14 @@ func (c *collector) follow(ctx context.Context, fk *registry.ForeignKey, rule re
 // decides the restriction or update. Fast-path tables have no incoming
 // relations, so this adds no level.
 func (c *collector) materialize(ctx context.Context) error {
-	fks := make([]*registry.ForeignKey, 0, len(c.fast))
-	for fk := range c.fast {
-		fks = append(fks, fk)
-	}
-	sortFKs(fks)
-	for _, fk := range fks {
+	for _, fk := range sortedFKs(c.fast) {
 		from := c.e.plans[fk.From]
-		needed := false
-		for _, out := range from.checked {
-			if s := c.sets[c.e.plans[out.To]]; s != nil && len(s.rows) > 0 {
-				needed = true
-				break
-			}
+		needed, err := c.e.materializing(from, fk, func(p *plan) bool { s := c.sets[p]; return s != nil && len(s.rows) > 0 })
+		if err != nil {
+			return err
 		}
 		if !needed {
 			continue
-		}
-		if len(from.t.PrimaryKey) == 0 {
-			return fmt.Errorf("collect %s rows referencing %s: %w: its rows cannot be named", fk.From, fk.To, ErrNoPrimaryKey)
 		}
 		for _, chunk := range chunks(c.fast[fk].vals, c.e.maxArray) {
 			cond, args := c.e.refCondition(fk, chunk)
@@ -296,6 +285,22 @@ func (c *collector) materialize(ctx context.Context) error {
 		delete(c.fast, fk)
 	}
 	return nil
+}
+
+// materializing reports whether the fast-path rows of from that fk reached
+// must be collected after all: one of from's checked relations points at a
+// table with collected rows (collected says which). They need a primary key
+// then.
+func (e *Engine) materializing(from *plan, fk *registry.ForeignKey, collected func(*plan) bool) (bool, error) {
+	for _, out := range from.checked {
+		if collected(e.plans[out.To]) {
+			if len(from.t.PrimaryKey) == 0 {
+				return false, fmt.Errorf("collect %s rows referencing %s: %w: its rows cannot be named", fk.From, fk.To, ErrNoPrimaryKey)
+			}
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // add adds rows to p's collected set and returns those not collected before.

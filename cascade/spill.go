@@ -487,20 +487,14 @@ func (s *spiller) follow(ctx context.Context, st *spillSet, fk *registry.Foreign
 func (s *spiller) materialize(ctx context.Context) error {
 	for _, fk := range sortedFKs(s.fast) {
 		from := s.e.plans[fk.From]
-		needed := false
-		for _, out := range from.checked {
-			if st := s.sets[s.e.plans[out.To]]; st != nil && st.rows > 0 {
-				needed = true
-				break
-			}
+		needed, err := s.e.materializing(from, fk, func(p *plan) bool { st := s.sets[p]; return st != nil && st.rows > 0 })
+		if err != nil {
+			return err
 		}
 		if !needed {
 			continue
 		}
-		if len(from.t.PrimaryKey) == 0 {
-			return fmt.Errorf("collect %s rows referencing %s: %w: its rows cannot be named", fk.From, fk.To, ErrNoPrimaryKey)
-		}
-		err := s.follow(ctx, s.sets[s.e.plans[fk.To]], fk, sources(fk, ""), func(cond string, args []any) error {
+		err = s.follow(ctx, s.sets[s.e.plans[fk.To]], fk, sources(fk, ""), func(cond string, args []any) error {
 			if _, _, err := s.collect(ctx, from, cond, args, -1, false); err != nil {
 				return fmt.Errorf("lock %s rows referencing %s: %w", fk.From, fk.To, err)
 			}
