@@ -77,39 +77,24 @@ type collector struct {
 }
 
 func (c *collector) run(ctx context.Context, targets []Target) error {
-	if c.e.guard {
-		if _, err := c.tx.Exec(ctx, "SELECT pg_catalog.set_config($1, 'on', true)", GuardSetting); err != nil {
-			return fmt.Errorf("set %s: %w", GuardSetting, err)
-		}
+	if err := c.e.setGuard(ctx, c.tx); err != nil {
+		return err
 	}
 	frontier := map[*plan][]row{}
 	for _, tg := range targets {
 		root := c.e.plans[tg.Table]
-		vals := make([][]string, 0, len(tg.Keys))
-		distinct := make(map[string]bool, len(tg.Keys))
-		for _, k := range tg.Keys {
-			if !distinct[k.ID()] {
-				distinct[k.ID()] = true
-				vals = append(vals, k)
-			}
-		}
+		vals := distinctKeys(tg.Keys)
 		found := 0
 		for _, chunk := range chunks(vals, c.e.maxArray) {
 			cond, arg := match(root.t.PrimaryKey, root.t.Name, root.t.PrimaryKey, chunk, 1)
 			rows, err := c.fetch(ctx, root, cond, []any{arg}, true)
 			if err != nil {
-				if isBadValue(err) {
-					return fmt.Errorf("delete from %s: %w: %v", root.t.Name, ErrBadKey, err)
-				}
-				return fmt.Errorf("lock %s rows to delete: %w", root.t.Name, err)
+				return rootError(root.t.Name, err)
 			}
 			found += len(rows)
 			frontier[root] = append(frontier[root], c.add(root, rows)...)
 		}
-		c.res.Missing += len(vals) - found
-		if len(vals) > found {
-			c.res.MissingIn[tg.Table] += len(vals) - found
-		}
+		c.res.missing(tg.Table, len(vals)-found)
 	}
 
 	for len(frontier) > 0 {
@@ -287,6 +272,40 @@ func (c *collector) materialize(ctx context.Context) error {
 	return nil
 }
 
+// setGuard sets GuardSetting for the rest of tx when the engine has the
+// Guard option.
+func (e *Engine) setGuard(ctx context.Context, tx pgx.Tx) error {
+	if !e.guard {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config($1, 'on', true)", GuardSetting); err != nil {
+		return fmt.Errorf("set %s: %w", GuardSetting, err)
+	}
+	return nil
+}
+
+// distinctKeys is keys without repeats, in first-seen order.
+func distinctKeys(keys []Key) [][]string {
+	vals := make([][]string, 0, len(keys))
+	distinct := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		if !distinct[k.ID()] {
+			distinct[k.ID()] = true
+			vals = append(vals, k)
+		}
+	}
+	return vals
+}
+
+// rootError is the error of locking the rows a deletion starts from: a key
+// value the column does not take is a malformed key.
+func rootError(table registry.TableName, err error) error {
+	if isBadValue(err) {
+		return fmt.Errorf("delete from %s: %w: %v", table, ErrBadKey, err)
+	}
+	return fmt.Errorf("lock %s rows to delete: %w", table, err)
+}
+
 // materializing reports whether the fast-path rows of from that fk reached
 // must be collected after all: one of from's checked relations points at a
 // table with collected rows (collected says which). They need a primary key
@@ -371,21 +390,41 @@ func (c *collector) check() error {
 		if len(keep) == 0 {
 			continue
 		}
-		t := c.e.plans[fk.From].t
-		for _, name := range fk.FromColumns {
-			col := t.Column(name)
-			if col == nil {
-				continue // the database will say
-			}
-			switch {
-			case fk.OnDelete.Rule == registry.SetNull && col.NotNull:
-				return &ColumnError{Table: t.Name, Column: name, FK: fk, Rule: fk.OnDelete, Rows: len(keep), Err: ErrNotNull}
-			case fk.OnDelete.Rule == registry.SetDefault && fk.OnDelete.Value == "" && col.Default == "":
-				return &ColumnError{Table: t.Name, Column: name, FK: fk, Rule: fk.OnDelete, Rows: len(keep), Err: ErrNoDefault}
-			}
+		if err := checkColumns(c.e.plans[fk.From].t, fk, len(keep)); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// checkColumns fails an update rule of fk that a column of t (the
+// referencing table) cannot take, before anything is written; rows is how
+// many rows the rule would change.
+func checkColumns(t *registry.Table, fk *registry.ForeignKey, rows int) error {
+	for _, name := range fk.FromColumns {
+		col := t.Column(name)
+		if col == nil {
+			continue // the database will say
+		}
+		switch {
+		case fk.OnDelete.Rule == registry.SetNull && col.NotNull:
+			return &ColumnError{Table: t.Name, Column: name, FK: fk, Rule: fk.OnDelete, Rows: rows, Err: ErrNotNull}
+		case fk.OnDelete.Rule == registry.SetDefault && fk.OnDelete.Value == "" && col.Default == "":
+			return &ColumnError{Table: t.Name, Column: name, FK: fk, Rule: fk.OnDelete, Rows: rows, Err: ErrNoDefault}
+		}
+	}
+	return nil
+}
+
+// updateError is the error of an UPDATE that applied fk's rule: a column the
+// rule cannot set names the rule.
+func updateError(fk *registry.ForeignKey, err error) error {
+	err = TranslateError(err)
+	if ce, ok := err.(*ColumnError); ok {
+		ce.FK, ce.Rule = fk, fk.OnDelete
+		return ce
+	}
+	return fmt.Errorf("apply %s to %s: %w", fk.OnDelete, fk, err)
 }
 
 // apply writes: the updates first, then the fast-path deletes (their rows
@@ -474,12 +513,7 @@ func (c *collector) update(ctx context.Context, fk *registry.ForeignKey, refs []
 		cond, arg := match(t.PrimaryKey, t.Name, t.PrimaryKey, chunk, 1)
 		tag, err := c.tx.Exec(ctx, "UPDATE "+t.Name.Sanitize()+" SET "+set+" WHERE "+cond, append([]any{arg}, value...)...)
 		if err != nil {
-			err = TranslateError(err)
-			if ce, ok := err.(*ColumnError); ok {
-				ce.FK, ce.Rule = fk, fk.OnDelete
-				return ce
-			}
-			return fmt.Errorf("apply %s to %s: %w", fk.OnDelete, fk, err)
+			return updateError(fk, err)
 		}
 		c.res.record(t.Name, fk.OnDelete.String(), fk, tag.RowsAffected())
 	}

@@ -155,6 +155,14 @@ type Step struct {
 	Rows   int64
 }
 
+// missing counts n keys of table t that named no row.
+func (r *Result) missing(t registry.TableName, n int) {
+	if n > 0 {
+		r.Missing += n
+		r.MissingIn[t] += n
+	}
+}
+
 // TotalDeleted is the number of rows deleted in all tables.
 func (r *Result) TotalDeleted() int64 {
 	var n int64

@@ -256,42 +256,29 @@ func (s *spiller) page(ctx context.Context, st *spillSet, cols []string, where s
 
 // runAll is collector.run over targets given in memory.
 func (s *spiller) runAll(ctx context.Context, targets []Target) error {
-	if err := s.guard(ctx); err != nil {
+	if err := s.e.setGuard(ctx, s.tx); err != nil {
 		return err
 	}
 	for _, tg := range targets {
 		root := s.e.plans[tg.Table]
-		vals := make([][]string, 0, len(tg.Keys))
-		distinct := make(map[string]bool, len(tg.Keys))
-		for _, k := range tg.Keys {
-			if !distinct[k.ID()] {
-				distinct[k.ID()] = true
-				vals = append(vals, k)
-			}
-		}
+		vals := distinctKeys(tg.Keys)
 		var found int64
 		for _, chunk := range chunks(vals, s.e.maxArray) {
 			cond, arg := match(root.t.PrimaryKey, root.t.Name, root.t.PrimaryKey, chunk, 1)
 			n, _, err := s.collect(ctx, root, cond, []any{arg}, 0, false)
 			if err != nil {
-				if isBadValue(err) {
-					return fmt.Errorf("delete from %s: %w: %v", root.t.Name, ErrBadKey, err)
-				}
-				return fmt.Errorf("lock %s rows to delete: %w", root.t.Name, err)
+				return rootError(root.t.Name, err)
 			}
 			found += n
 		}
-		s.res.Missing += len(vals) - int(found)
-		if len(vals) > int(found) {
-			s.res.MissingIn[tg.Table] += len(vals) - int(found)
-		}
+		s.res.missing(tg.Table, len(vals)-int(found))
 	}
 	return s.rest(ctx)
 }
 
 // runListed is collector.run over the keys listed in the table keys.
 func (s *spiller) runListed(ctx context.Context, keys string) error {
-	if err := s.guard(ctx); err != nil {
+	if err := s.e.setGuard(ctx, s.tx); err != nil {
 		return err
 	}
 	rows, err := s.query(ctx, "SELECT DISTINCT table_name FROM "+keys+" ORDER BY 1")
@@ -334,10 +321,7 @@ func (s *spiller) runListed(ctx context.Context, keys string) error {
 			"SELECT (SELECT count(*) FROM k), (SELECT count(*) FROM k WHERE " + strings.Join(nulls, " OR ") + "), (SELECT count(*) FROM f), (SELECT count(*) FROM i)"
 		var distinct, bad, found, fresh int64
 		if err := s.queryRow(ctx, sql, n).Scan(&distinct, &bad, &found, &fresh); err != nil {
-			if isBadValue(err) {
-				return fmt.Errorf("delete from %s: %w: %v", name, ErrBadKey, err)
-			}
-			return fmt.Errorf("lock %s rows to delete: %w", name, err)
+			return rootError(name, err)
 		}
 		if bad > 0 {
 			return fmt.Errorf("delete from %s: %w: %d listed key(s) lack a primary key column (%s)", name, ErrBadKey, bad, strings.Join(root.t.PrimaryKey, ", "))
@@ -349,22 +333,9 @@ func (s *spiller) runListed(ctx context.Context, keys string) error {
 			}
 			s.levels[0][root] += fresh
 		}
-		s.res.Missing += int(distinct - found)
-		if distinct > found {
-			s.res.MissingIn[name] += int(distinct - found)
-		}
+		s.res.missing(name, int(distinct-found))
 	}
 	return s.rest(ctx)
-}
-
-func (s *spiller) guard(ctx context.Context) error {
-	if !s.e.guard {
-		return nil
-	}
-	if _, err := s.exec(ctx, "SELECT pg_catalog.set_config($1, 'on', true)", GuardSetting); err != nil {
-		return fmt.Errorf("set %s: %w", GuardSetting, err)
-	}
-	return nil
 }
 
 // rest collects level by level from the roots, then checks and writes.
@@ -571,11 +542,17 @@ func (s *spiller) notCollected(p *plan, prefix string) string {
 	if st == nil || st.rows == 0 {
 		return ""
 	}
-	var eq []string
-	for _, c := range p.t.PrimaryKey {
-		eq = append(eq, "s."+ident(c)+" = "+prefix+ident(c))
+	return " AND NOT EXISTS (SELECT FROM " + st.name + " AS s WHERE " + sameKey(p.t.PrimaryKey, "s.", prefix) + ")"
+}
+
+// sameKey is the condition that the key columns cols of the rows aliased by
+// the prefixes a and b are equal.
+func sameKey(cols []string, a, b string) string {
+	eq := make([]string, len(cols))
+	for i, c := range cols {
+		eq[i] = a + ident(c) + " = " + b + ident(c)
 	}
-	return " AND NOT EXISTS (SELECT FROM " + st.name + " AS s WHERE " + strings.Join(eq, " AND ") + ")"
+	return strings.Join(eq, " AND ")
 }
 
 // check is collector.check (and the rule-less and key-less relations that
@@ -651,17 +628,8 @@ func (s *spiller) check(ctx context.Context) error {
 			continue
 		}
 		s.updates[fk] = u
-		for _, col := range fk.FromColumns {
-			c := from.t.Column(col)
-			if c == nil {
-				continue // the database will say
-			}
-			switch {
-			case fk.OnDelete.Rule == registry.SetNull && c.NotNull:
-				return &ColumnError{Table: from.t.Name, Column: col, FK: fk, Rule: fk.OnDelete, Rows: int(u.rows), Err: ErrNotNull}
-			case fk.OnDelete.Rule == registry.SetDefault && fk.OnDelete.Value == "" && c.Default == "":
-				return &ColumnError{Table: from.t.Name, Column: col, FK: fk, Rule: fk.OnDelete, Rows: int(u.rows), Err: ErrNoDefault}
-			}
+		if err := checkColumns(from.t, fk, int(u.rows)); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -673,18 +641,9 @@ func (s *spiller) apply(ctx context.Context) error {
 		u := s.updates[fk]
 		t := u.p.t
 		set, value := setClause(fk, 1)
-		var eq []string
-		for _, c := range t.PrimaryKey {
-			eq = append(eq, "u."+ident(c)+" = r."+ident(c))
-		}
-		tag, err := s.exec(ctx, "UPDATE "+t.Name.Sanitize()+" AS r SET "+set+" FROM "+u.name+" AS u WHERE "+strings.Join(eq, " AND "), value...)
+		tag, err := s.exec(ctx, "UPDATE "+t.Name.Sanitize()+" AS r SET "+set+" FROM "+u.name+" AS u WHERE "+sameKey(t.PrimaryKey, "u.", "r."), value...)
 		if err != nil {
-			err = TranslateError(err)
-			if ce, ok := err.(*ColumnError); ok {
-				ce.FK, ce.Rule = fk, fk.OnDelete
-				return ce
-			}
-			return fmt.Errorf("apply %s to %s: %w", fk.OnDelete, fk, err)
+			return updateError(fk, err)
 		}
 		s.res.record(t.Name, fk.OnDelete.String(), fk, tag.RowsAffected())
 	}
@@ -704,11 +663,7 @@ func (s *spiller) apply(ctx context.Context) error {
 		}
 	}
 	for _, p := range deleteOrder(plans) {
-		var eq []string
-		for _, c := range p.t.PrimaryKey {
-			eq = append(eq, "s."+ident(c)+" = r."+ident(c))
-		}
-		if err := s.delete(ctx, p, nil, "DELETE FROM "+p.t.Name.Sanitize()+" AS r USING "+s.sets[p].name+" AS s WHERE "+strings.Join(eq, " AND "), nil); err != nil {
+		if err := s.delete(ctx, p, nil, "DELETE FROM "+p.t.Name.Sanitize()+" AS r USING "+s.sets[p].name+" AS s WHERE "+sameKey(p.t.PrimaryKey, "s.", "r."), nil); err != nil {
 			return err
 		}
 	}
