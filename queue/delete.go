@@ -77,12 +77,15 @@ func (p *Processor) applyDeletes(ctx context.Context, groups [][]*item, finish f
 			p.log.Info("master transaction failed as a whole; applying its entries one by one", "entries", len(g), "err", err)
 		}
 		for _, it := range g {
-			err := p.deleteTx(ctx, [][]*item{{it}}, finish)
-			if err == nil {
-				continue
-			}
-			if !entryFault(err) {
-				return err
+			// An entry alone already failed as its group: not again.
+			if len(g) > 1 {
+				err = p.deleteTx(ctx, [][]*item{{it}}, finish)
+				if err == nil {
+					continue
+				}
+				if !entryFault(err) {
+					return err
+				}
 			}
 			if err := p.deadLetter(ctx, it, err); err != nil {
 				return err
@@ -176,15 +179,24 @@ func (p *Processor) deleteTx(ctx context.Context, groups [][]*item, finish func(
 		p.observeDone(it, r)
 		finish(it)
 	}
-	if obs := p.opts.Observer; obs != nil && res != nil {
-		for t, n := range res.Deleted {
-			obs.CascadeRows(t.String(), "deleted", int(n))
-		}
-		for t, n := range res.Updated {
-			obs.CascadeRows(t.String(), "updated", int(n))
-		}
+	if res != nil {
+		p.observeCascade(res)
 	}
 	return nil
+}
+
+// observeCascade reports the rows res deleted and updated.
+func (p *Processor) observeCascade(res *cascade.Result) {
+	obs := p.opts.Observer
+	if obs == nil {
+		return
+	}
+	for t, n := range res.Deleted {
+		obs.CascadeRows(t.String(), "deleted", int(n))
+	}
+	for t, n := range res.Updated {
+		obs.CascadeRows(t.String(), "updated", int(n))
+	}
 }
 
 // outbox writes a delete event for every deleted row of a denormalize model

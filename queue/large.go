@@ -182,13 +182,8 @@ SELECT $1, pg_catalog.to_jsonb(k), 'delete', `+outboxXid+` FROM `+res.KeyTables[
 				obs.EntryDone(QueueDelete, c.table.Name.String(), ResultGone, d)
 			}
 		}
-		for t, k := range res.Deleted {
-			obs.CascadeRows(t.String(), "deleted", int(k))
-		}
-		for t, k := range res.Updated {
-			obs.CascadeRows(t.String(), "updated", int(k))
-		}
 	}
+	p.observeCascade(res)
 	return n, nil
 }
 
