@@ -203,18 +203,12 @@ func (p *Processor) largePages(ctx context.Context, txn *Txn, q string, fn func(
 	var total int64
 	next := p.now().Add(10 * time.Second)
 	for {
-		rows, err := p.db.Query(ctx, `SELECT id::text, table_name, pk::text, op, xid, created_at FROM `+qt.Sanitize()+`
-WHERE xid = $1 AND id > $2::uuid ORDER BY id LIMIT $3`, txn.Xid, after, p.opts.BatchSize)
+		rows, err := p.db.Query(ctx, `SELECT $4::text, `+entryColumns+` FROM `+qt.Sanitize()+`
+WHERE xid = $1 AND id > $2::uuid ORDER BY id LIMIT $3`, txn.Xid, after, p.opts.BatchSize, q)
 		if err != nil {
 			return total, fmt.Errorf("read the %s entries of master transaction %d: %w", q, txn.Xid, err)
 		}
-		entries, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Entry, error) {
-			e := Entry{Queue: q}
-			var pk string
-			err := r.Scan(&e.ID, &e.Table, &pk, &e.Op, &e.Xid, &e.CreatedAt)
-			e.PK = []byte(pk)
-			return e, err
-		})
+		entries, err := pgx.CollectRows(rows, rowToEntry)
 		if err != nil {
 			return total, fmt.Errorf("read the %s entries of master transaction %d: %w", q, txn.Xid, err)
 		}

@@ -32,7 +32,7 @@ func (p *Processor) Pending(ctx context.Context, limit int) ([]Txn, error) {
   (SELECT id, xid FROM pgoutpost.denormalize_queue ORDER BY id LIMIT $1)
   ORDER BY id LIMIT $1),
 xids AS (SELECT DISTINCT xid FROM oldest)
-SELECT xid, count(*), min(id::text), min(created_at) FROM (
+SELECT xid, count(*), min(id::text COLLATE "C"), min(created_at) FROM (
   SELECT id, xid, created_at FROM pgoutpost.delete_queue WHERE xid IN (SELECT xid FROM xids)
   UNION ALL
   SELECT id, xid, created_at FROM pgoutpost.denormalize_queue WHERE xid IN (SELECT xid FROM xids)) AS e
@@ -64,19 +64,13 @@ GROUP BY xid`, limit)
 	}
 	var entries []Entry
 	if len(small) > 0 {
-		rows, err := p.db.Query(ctx, `SELECT 'delete', id::text, table_name, pk::text, op, xid, created_at FROM pgoutpost.delete_queue WHERE xid = ANY($1)
+		rows, err := p.db.Query(ctx, `SELECT 'delete', `+entryColumns+` FROM pgoutpost.delete_queue WHERE xid = ANY($1)
 UNION ALL
-SELECT 'denormalize', id::text, table_name, pk::text, op, xid, created_at FROM pgoutpost.denormalize_queue WHERE xid = ANY($1)`, small)
+SELECT 'denormalize', `+entryColumns+` FROM pgoutpost.denormalize_queue WHERE xid = ANY($1)`, small)
 		if err != nil {
 			return nil, fmt.Errorf("read pending queue entries: %w", err)
 		}
-		entries, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Entry, error) {
-			var e Entry
-			var pk string
-			err := r.Scan(&e.Queue, &e.ID, &e.Table, &pk, &e.Op, &e.Xid, &e.CreatedAt)
-			e.PK = []byte(pk)
-			return e, err
-		})
+		entries, err = pgx.CollectRows(rows, rowToEntry)
 		if err != nil {
 			return nil, fmt.Errorf("read pending queue entries: %w", err)
 		}
@@ -118,6 +112,19 @@ SELECT 'denormalize', id::text, table_name, pk::text, op, xid, created_at FROM p
 		}
 	}
 	return txns, nil
+}
+
+// entryColumns are the columns of a queue row that rowToEntry reads, after
+// the queue's name.
+const entryColumns = "id::text, table_name, pk::text, op, xid, created_at"
+
+// rowToEntry reads a row of the queue name and entryColumns.
+func rowToEntry(r pgx.CollectableRow) (Entry, error) {
+	var e Entry
+	var pk string
+	err := r.Scan(&e.Queue, &e.ID, &e.Table, &pk, &e.Op, &e.Xid, &e.CreatedAt)
+	e.PK = []byte(pk)
+	return e, err
 }
 
 // parseTimestamptz parses PostgreSQL's text output of a timestamptz (ISO
