@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/pgoutpost/pgoutpost/event"
+	"github.com/pgoutpost/pgoutpost/internal/connsource"
 	"github.com/pgoutpost/pgoutpost/registry"
-	"github.com/pgoutpost/pgoutpost/replication"
 	"github.com/pgoutpost/pgoutpost/sink"
 )
 
@@ -43,7 +43,7 @@ const (
 	DefaultMaxInFlight         = sink.DefaultMaxInFlight
 	DefaultBatchSize           = 500
 	DefaultLargeTransaction    = 50000
-	DefaultAWSRegion           = replication.DefaultAWSRegion
+	DefaultAWSRegion           = connsource.DefaultAWSRegion
 	DefaultOnTruncate          = registry.TruncateLog
 	DefaultContentTypeColumn   = "content_type_id"
 	DefaultObjectIDColumn      = "object_id"
@@ -67,9 +67,9 @@ type Config struct {
 	Environment string `yaml:"environment"`
 	Role        Role   `yaml:"role"`
 	// Database is this environment's own database.
-	Database DSNSource `yaml:"database"`
+	Database connsource.Source `yaml:"database"`
 	// Master is the master database as a slave's subscriptions reach it.
-	Master DSNSource `yaml:"master"`
+	Master connsource.Source `yaml:"master"`
 	// Schemas are the schemas the registry reads.
 	Schemas []string `yaml:"schemas"`
 	// ContribSystemTables makes django_content_type and auth_* system tables.
@@ -334,9 +334,9 @@ func (c *Config) applyEnv(lookupEnv func(string) (string, bool)) {
 		case "role":
 			c.Role = Role(v)
 		case "database":
-			c.Database = DSNSource{DSN: v}
+			c.Database = connsource.Source{DSN: v}
 		case "master":
-			c.Master = DSNSource{DSN: v}
+			c.Master = connsource.Source{DSN: v}
 		case "nats.url":
 			c.NATS.URL = v
 		case "sidecar.listen":

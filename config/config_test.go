@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgoutpost/pgoutpost/internal/connsource"
 	"github.com/pgoutpost/pgoutpost/registry"
 )
 
@@ -298,7 +299,7 @@ func TestDSNNeverShowsPassword(t *testing.T) {
 		"host=db user=app password=s3cret dbname=app",
 		"host=db password = 's3cret with space' dbname=app",
 	} {
-		s := DSNSource{DSN: dsn}
+		s := connsource.Source{DSN: dsn}
 		var b strings.Builder
 		slog.New(slog.NewTextHandler(&b, nil)).Info("x", "dsn", s)
 		for _, out := range []string{s.String(), fmt.Sprintf("%v %+v %#v", s, s, s), fmt.Sprintf("%+v", Config{Database: s}), b.String()} {
@@ -309,6 +310,7 @@ func TestDSNNeverShowsPassword(t *testing.T) {
 	}
 }
 
+// TestDSNResolve resolves the database: section from each local source.
 func TestDSNResolve(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "dsn")
@@ -317,24 +319,24 @@ func TestDSNResolve(t *testing.T) {
 	}
 	t.Setenv("PGOUTPOST_TEST_DSN", "host=from-env")
 	for _, tc := range []struct {
-		name string
-		src  DSNSource
-		want string
-		err  error
+		name, database, want string
 	}{
-		{"inline", DSNSource{DSN: "host=inline"}, "host=inline", nil},
-		{"env", DSNSource{Env: "PGOUTPOST_TEST_DSN"}, "host=from-env", nil},
-		{"file is trimmed", DSNSource{File: file}, "host=from-file", nil},
-		{"aws is the caller's", DSNSource{AWSSecret: &AWSSecret{Name: "prod/db", Region: "us-east-1"}}, "", ErrAWSSecret},
+		{"inline", "{dsn: 'host=inline'}", "host=inline"},
+		{"env", "{dsn_env: PGOUTPOST_TEST_DSN}", "host=from-env"},
+		{"file is trimmed", "{dsn_file: '" + file + "'}", "host=from-file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := tc.src.Resolve()
-			if !errors.Is(err, tc.err) || got != tc.want {
-				t.Errorf("Resolve() = %q, %v; want %q, %v", got, err, tc.want, tc.err)
+			c, err := parse(t, "environment: s\nrole: master\ndatabase: "+tc.database+"\n", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.Database.Resolve(context.Background(), "")
+			if err != nil || got != tc.want {
+				t.Errorf("Resolve() = %q, %v; want %q", got, err, tc.want)
 			}
 		})
 	}
-	if _, err := (DSNSource{Env: "PGOUTPOST_TEST_UNSET"}).Resolve(); err == nil || !strings.Contains(err.Error(), "PGOUTPOST_TEST_UNSET is not set") {
+	if _, err := (connsource.Source{Env: "PGOUTPOST_TEST_UNSET"}).Resolve(context.Background(), ""); err == nil || !strings.Contains(err.Error(), "PGOUTPOST_TEST_UNSET is not set") {
 		t.Errorf("unset env: %v", err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/pgoutpost/pgoutpost/internal/connsource"
 	"github.com/pgoutpost/pgoutpost/registry"
 )
 
@@ -30,6 +31,18 @@ type nodeDecoder interface {
 
 // defaulter is implemented by list items that have defaults of their own.
 type defaulter interface{ setDefaults() }
+
+// setDefaults fills the defaults of a list item or a section given by a
+// pointer before its keys are decoded over them, so that a key set to ""
+// stays "" and Validate can name it.
+func setDefaults(v any) {
+	switch v := v.(type) {
+	case defaulter:
+		v.setDefaults()
+	case *connsource.AWSSecret:
+		v.Region = DefaultAWSRegion
+	}
+}
 
 type decoder struct {
 	file     string
@@ -194,9 +207,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		d.structure(n, v, path)
 	case reflect.Pointer:
 		p := reflect.New(v.Type().Elem())
-		if df, ok := p.Interface().(defaulter); ok {
-			df.setDefaults()
-		}
+		setDefaults(p.Interface())
 		d.decode(n, p.Elem(), path)
 		v.Set(p)
 	case reflect.Slice:
@@ -207,9 +218,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 		for i, item := range n.Content {
 			e := s.Index(i)
-			if df, ok := e.Addr().Interface().(defaulter); ok {
-				df.setDefaults()
-			}
+			setDefaults(e.Addr().Interface())
 			d.decode(item, e, fmt.Sprintf("%s[%d]", path, i))
 		}
 		v.Set(s)

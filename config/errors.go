@@ -1,15 +1,9 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 )
-
-// ErrAWSSecret is returned by DSNSource.Resolve for an aws_secret source:
-// fetching the secret is the caller's job (the replication package's), since
-// this package does no network I/O.
-var ErrAWSSecret = errors.New("dsn is in AWS Secrets Manager; fetch it with the aws_secret settings")
 
 // Problem is one thing wrong with a configuration, located by file, line and
 // key where they are known.

@@ -29,7 +29,7 @@ func TestRootConfigValidatesAgainstDjangoSchema(t *testing.T) {
 	if err != nil {
 		t.Fatalf("load %s: %v", rootConfig, err)
 	}
-	dsn, err := cfg.Database.Resolve()
+	dsn, err := cfg.Database.Resolve(context.Background(), "")
 	if err != nil || dsn != db.DSN {
 		t.Fatalf("database dsn from PGOUTPOST_DATABASE_DSN: %v", err)
 	}

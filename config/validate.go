@@ -9,6 +9,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/pgoutpost/pgoutpost/internal/connsource"
 	"github.com/pgoutpost/pgoutpost/internal/connstr"
 	"github.com/pgoutpost/pgoutpost/registry"
 )
@@ -101,7 +102,7 @@ func (v *validation) top() {
 		v.add("role", "unknown role %q: want master or slave", c.Role)
 	}
 
-	switch n := c.Database.count(); {
+	switch n := c.Database.Count(); {
 	case n == 0:
 		v.add("database", "required: one of dsn, dsn_env, dsn_file")
 	case c.Database.AWSSecret != nil:
@@ -109,7 +110,7 @@ func (v *validation) top() {
 	case n > 1:
 		v.add("database", "set only one of dsn, dsn_env, dsn_file")
 	}
-	switch n := c.Master.count(); {
+	switch n := c.Master.Count(); {
 	case n == 0 && c.Role == RoleSlave:
 		v.add("master", "required on a slave (its subscriptions connect to the master): one of dsn, dsn_env, dsn_file, aws_secret")
 	case n > 1:
@@ -124,7 +125,7 @@ func (v *validation) top() {
 	}
 	for _, k := range []struct {
 		key string
-		s   DSNSource
+		s   connsource.Source
 	}{{"database", c.Database}, {"master", c.Master}} {
 		if k.s.DSN != "" && !looksLikeDSN(k.s.DSN) {
 			v.add(k.key+".dsn", "not a PostgreSQL URL or keyword=value connection string (the value is not shown: it may hold a password)")

@@ -1,6 +1,10 @@
 package replication
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/pgoutpost/pgoutpost/internal/connstr"
+)
 
 // ErrNoReplicaIdentity is returned by PlanPublications when a table that would
 // be published for updates or deletes has no replica identity: adding it would
@@ -33,3 +37,29 @@ var ErrLegacyLayout = errors.New("the slave has the earlier two-subscription lay
 // ErrLogWouldShowPassword is returned when a statement that holds the
 // master's password cannot be kept out of the slave's server log.
 var ErrLogWouldShowPassword = errors.New("the slave's server log would show the master's password")
+
+// redactedError is an error whose text had the conninfo's secrets masked. It
+// keeps the SQLSTATE of a server error but not the original error, whose text
+// could hold the password.
+type redactedError struct {
+	msg  string
+	code string
+}
+
+func (e *redactedError) Error() string { return e.msg }
+
+// SQLState returns the server's error code, "" when the error was not the server's.
+func (e *redactedError) SQLState() string { return e.code }
+
+// scrubError returns err with the conninfo's secrets masked in its text.
+func scrubError(err error, conninfo string) error {
+	if err == nil {
+		return nil
+	}
+	var code string
+	var coder interface{ SQLState() string }
+	if errors.As(err, &coder) {
+		code = coder.SQLState()
+	}
+	return &redactedError{msg: connstr.Scrub(err.Error(), conninfo), code: code}
+}

@@ -88,7 +88,7 @@ which version is needed when this machine has none.`, &g)
 	// On the master its own database is the one to dump; on a slave, the master.
 	var conninfo string
 	if s.cfg.Role == config.RoleMaster && mf == (masterFlags{}) {
-		if conninfo, err = s.cfg.Database.Resolve(); err != nil {
+		if conninfo, err = s.cfg.Database.Resolve(ctx, ""); err != nil {
 			return &replConfigError{fmt.Sprintf("database: %v", err)}
 		}
 	} else if conninfo, err = mf.resolve(ctx, s.cfg); err != nil {

@@ -19,7 +19,6 @@ import (
 	"github.com/pgoutpost/pgoutpost/internal/connstr"
 	"github.com/pgoutpost/pgoutpost/queue"
 	"github.com/pgoutpost/pgoutpost/registry"
-	"github.com/pgoutpost/pgoutpost/replication"
 	"github.com/pgoutpost/pgoutpost/sidecar"
 	"github.com/pgoutpost/pgoutpost/sink"
 )
@@ -80,7 +79,7 @@ grace period.`, &g)
 	if *grace > 0 {
 		cfg.Sidecar.ShutdownGrace = *grace
 	}
-	dsn, err := cfg.Database.Resolve()
+	dsn, err := cfg.Database.Resolve(ctx, "")
 	if err != nil {
 		return &replConfigError{fmt.Sprintf("database: %v", err)}
 	}
@@ -185,11 +184,7 @@ func masterSystemID(ctx context.Context, cfg *config.Config) (string, error) {
 	if m.IsZero() {
 		return "", &replConfigError{"master: not set; the sidecar reads the master's system identifier for event ids"}
 	}
-	src := replication.Source{ConnInfo: m.DSN, Env: m.Env, File: m.File, Environment: cfg.Environment}
-	if m.AWSSecret != nil {
-		src.AWSSecret, src.AWSRegion = m.AWSSecret.Name, m.AWSSecret.Region
-	}
-	conninfo, err := src.Resolve(ctx)
+	conninfo, err := resolveMaster(ctx, m, cfg)
 	if err != nil {
 		return "", err
 	}

@@ -52,7 +52,7 @@ func openRepl(ctx context.Context, e *env, g *globalFlags, cmd string, want conf
 	}
 	names.SeedQueues = cfg.Queue.SeedQueues
 	names.SetFailover(cfg.Replication.Failover)
-	dsn, err := cfg.Database.Resolve()
+	dsn, err := cfg.Database.Resolve(ctx, "")
 	if err != nil {
 		return nil, &replConfigError{fmt.Sprintf("database: %v", err)}
 	}

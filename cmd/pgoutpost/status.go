@@ -36,11 +36,7 @@ and anything queue install would fix.`, &g)
 	checks := slaveChecks
 	if !s.cfg.Master.IsZero() {
 		checks.MasterConnInfo = func(ctx context.Context) (string, error) {
-			src, err := (&masterFlags{}).source(s.cfg)
-			if err != nil {
-				return "", err
-			}
-			return src.Resolve(ctx)
+			return (&masterFlags{}).resolve(ctx, s.cfg)
 		}
 	}
 	report, err := replication.Status(ctx, s.conn, string(s.cfg.Role), s.names, checks)

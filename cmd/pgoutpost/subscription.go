@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/pgoutpost/pgoutpost/config"
+	"github.com/pgoutpost/pgoutpost/internal/connsource"
 	"github.com/pgoutpost/pgoutpost/replication"
 )
 
@@ -43,7 +44,7 @@ func (m *masterFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&m.file, "conninfo-file", "", "read the master's conninfo from this file")
 	fs.StringVar(&m.envVar, "conninfo-env", "", "read the master's conninfo from this environment variable")
 	fs.StringVar(&m.awsSecret, "aws-secret", "", "read the master's connection from this AWS Secrets Manager secret (keys host, port, username|user, password, dbname)")
-	fs.StringVar(&m.awsRegion, "aws-region", "", "region of --aws-secret (default "+replication.DefaultAWSRegion+")")
+	fs.StringVar(&m.awsRegion, "aws-region", "", "region of --aws-secret (default "+connsource.DefaultAWSRegion+")")
 }
 
 // resolve returns the master's conninfo, from the flags or the
@@ -53,7 +54,17 @@ func (m *masterFlags) resolve(ctx context.Context, cfg *config.Config) (string, 
 	if err != nil {
 		return "", err
 	}
-	return src.Resolve(ctx)
+	return resolveMaster(ctx, src, cfg)
+}
+
+// resolveMaster reads the master's conninfo from src; a secret without a
+// dbname names this environment's database.
+func resolveMaster(ctx context.Context, src connsource.Source, cfg *config.Config) (string, error) {
+	conninfo, err := src.Resolve(ctx, cfg.Environment)
+	if err != nil {
+		return "", fmt.Errorf("master conninfo: %w", err)
+	}
+	return conninfo, nil
 }
 
 // openSubscriber opens a slave's session for a subscription command and
@@ -80,29 +91,22 @@ func printResults(e *env, results []replication.SubscriptionResult) {
 
 // source returns where the master's conninfo comes from: the flags, or the
 // configuration's master section.
-func (m *masterFlags) source(cfg *config.Config) (replication.Source, error) {
-	src := replication.Source{ConnInfo: m.conninfo, File: m.file, Env: m.envVar, AWSSecret: m.awsSecret, AWSRegion: m.awsRegion, Environment: cfg.Environment}
-	set := 0
-	for _, v := range []string{m.conninfo, m.file, m.envVar, m.awsSecret} {
-		if v != "" {
-			set++
-		}
+func (m *masterFlags) source(cfg *config.Config) (connsource.Source, error) {
+	src := connsource.Source{DSN: m.conninfo, File: m.file, Env: m.envVar}
+	if m.awsSecret != "" {
+		src.AWSSecret = &connsource.AWSSecret{Name: m.awsSecret, Region: m.awsRegion}
 	}
-	switch {
-	case set > 1:
-		return src, usagef("give only one of --conninfo, --conninfo-file, --conninfo-env and --aws-secret")
-	case set == 1:
+	switch src.Count() {
+	case 0:
+	case 1:
 		return src, nil
+	default:
+		return src, usagef("give only one of --conninfo, --conninfo-file, --conninfo-env and --aws-secret")
 	}
-	ms := cfg.Master
-	src = replication.Source{ConnInfo: ms.DSN, File: ms.File, Env: ms.Env, Environment: cfg.Environment}
-	if ms.AWSSecret != nil {
-		src.AWSSecret, src.AWSRegion = ms.AWSSecret.Name, ms.AWSSecret.Region
+	if cfg.Master.IsZero() {
+		return cfg.Master, &replConfigError{"no master connection: set master: in the configuration or pass --conninfo"}
 	}
-	if ms.IsZero() {
-		return src, &replConfigError{"no master connection: set master: in the configuration or pass --conninfo"}
-	}
-	return src, nil
+	return cfg.Master, nil
 }
 
 func runSubscription(ctx context.Context, e *env, args []string, update bool) error {

@@ -1,18 +1,19 @@
-package replication
+package connsource
 
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 )
 
-func TestConnInfoFromSecret(t *testing.T) {
+func TestFromSecret(t *testing.T) {
 	for _, tc := range []struct {
 		name, secret, want, wantErr string
 	}{
@@ -23,7 +24,7 @@ func TestConnInfoFromSecret(t *testing.T) {
 		{"not json", `hidden-value`, "", "not a JSON object"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ConnInfoFromSecret([]byte(tc.secret), "staging")
+			got, err := FromSecret([]byte(tc.secret), "staging")
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || strings.Contains(err.Error(), "hidden-value") {
 					t.Errorf("error = %v, want one containing %q and no value", err, tc.wantErr)
@@ -70,13 +71,13 @@ func TestSourceResolve(t *testing.T) {
 		src  Source
 		want string
 	}{
-		{"inline", Source{ConnInfo: ci}, ci},
+		{"inline", Source{DSN: ci}, ci},
 		{"env", Source{Env: "TEST_MASTER_DSN"}, ci},
 		{"file", Source{File: file}, ci},
-		{"aws", Source{AWSSecret: "prod/db", Environment: "prod"}, "host='db' port='5432' user='app' password='pw' dbname='prod'"},
+		{"aws", Source{AWSSecret: &AWSSecret{Name: "prod/db"}}, "host='db' port='5432' user='app' password='pw' dbname='prod'"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := tc.src.Resolve(context.Background())
+			got, err := tc.src.Resolve(context.Background(), "prod")
 			if err != nil || got != tc.want {
 				t.Errorf("got %q, %v; want %q", got, err, tc.want)
 			}
@@ -85,44 +86,43 @@ func TestSourceResolve(t *testing.T) {
 	if gotTarget != "secretsmanager.GetSecretValue" || gotSecret != "prod/db" {
 		t.Errorf("AWS request: target %q, secret %q", gotTarget, gotSecret)
 	}
-	if _, err := (Source{Env: "TEST_UNSET_VARIABLE"}).Resolve(context.Background()); err == nil || !strings.Contains(err.Error(), "TEST_UNSET_VARIABLE") {
+	if _, err := (Source{Env: "TEST_UNSET_VARIABLE"}).Resolve(context.Background(), ""); err == nil || !strings.Contains(err.Error(), "TEST_UNSET_VARIABLE") {
 		t.Errorf("unset env: %v", err)
 	}
-	if _, err := (Source{}).Resolve(context.Background()); err == nil {
+	if _, err := (Source{}).Resolve(context.Background(), ""); err == nil {
 		t.Error("no source resolved")
 	}
 }
 
-func TestNewNames(t *testing.T) {
-	n, err := NewNames("", "", "Staging-EU")
-	if err != nil {
-		t.Fatal(err)
+// TestSourceNeverShowsPassword prints and logs inline sources every way.
+func TestSourceNeverShowsPassword(t *testing.T) {
+	for _, dsn := range []string{
+		"postgres://app:s3cret@db:5432/app?sslmode=require",
+		"host=db user=app password=s3cret dbname=app",
+	} {
+		s := Source{DSN: dsn}
+		var b strings.Builder
+		slog.New(slog.NewTextHandler(&b, nil)).Info("x", "dsn", s)
+		for _, out := range []string{s.String(), fmt.Sprintf("%v %+v %#v", s, s, s), b.String()} {
+			if strings.Contains(out, "s3cret") {
+				t.Errorf("%q shows the password", out)
+			}
+		}
 	}
-	if got := strings.Join(n.PublicationNames(), " "); got != "pgoutpost_system pgoutpost_delete pgoutpost_queue" {
-		t.Errorf("publications %s", got)
+}
+
+func TestSourceCount(t *testing.T) {
+	two := Source{DSN: "host=a", Env: "X"}
+	if two.Count() != 2 || two.IsZero() {
+		t.Errorf("Count = %d", two.Count())
 	}
-	if got := strings.Join(n.SubscriptionNames(), " "); got != "pgoutpost_staging_eu" {
-		t.Errorf("subscriptions %s", got)
+	if _, err := two.Resolve(context.Background(), ""); err == nil || !strings.Contains(err.Error(), "exactly one") {
+		t.Errorf("two sources resolved: %v", err)
 	}
-	s, err := NewNames("pgoutpost", "lims", "qa")
-	if err != nil {
-		t.Fatal(err)
+	if !(Source{}).IsZero() {
+		t.Error("empty source is not zero")
 	}
-	if got := strings.Join(append(s.PublicationNames(), s.SubscriptionNames()...), " "); got != "lims_pub lims_upsert_pub lims_queue_pub lims_sub lims_upsert_sub" {
-		t.Errorf("seed names %s", got)
-	}
-	// The queue joins the subscription of the delete models, without a copy.
-	if up := s.Subs[1]; !slices.Equal(up.Publications, []string{"lims_queue_pub", "lims_upsert_pub"}) || !slices.Equal(up.NoCopy, []string{"lims_queue_pub"}) ||
-		!up.copies("lims_upsert_pub") || up.copies("lims_queue_pub") || !s.Subs[0].copies("lims_pub") {
-		t.Errorf("seed subscriptions %+v", s.Subs)
-	}
-	if n.Legacy != (LegacyNames{Data: "pgoutpost_staging_eu_data", Queue: "pgoutpost_staging_eu_queue"}) || s.Legacy != (LegacyNames{Queue: "lims_qa_queue_sub"}) {
-		t.Errorf("legacy names %+v, %+v", n.Legacy, s.Legacy)
-	}
-	if _, err := NewNames(strings.Repeat("p", 60), "", "qa"); err == nil {
-		t.Error("a name over 63 bytes was accepted")
-	}
-	if _, err := NewNames("Bad-Prefix", "", "qa"); err == nil {
-		t.Error("a prefix that is not a valid slot name was accepted")
+	if got := (Source{AWSSecret: &AWSSecret{Name: "prod/db"}}).String(); got != "aws_secret prod/db ("+DefaultAWSRegion+")" {
+		t.Errorf("String = %q", got)
 	}
 }
