@@ -477,7 +477,7 @@ var deleteCases = []deleteCase{
 		opts:  []cascade.Option{cascade.Guard()},
 		table: "catalog_unit", keys: []string{`{"id": 2}`},
 		deleted: map[string]int64{"catalog_unit": 1},
-		after:   map[string]string{"SELECT current_setting('" + cascade.GuardSetting + "', true)": "on"},
+		after:   map[string]string{"SELECT current_setting('" + registry.CascadeSetting + "', true)": "on"},
 	},
 }
 

@@ -272,16 +272,13 @@ func (c *collector) materialize(ctx context.Context) error {
 	return nil
 }
 
-// setGuard sets GuardSetting for the rest of tx when the engine has the
-// Guard option.
+// setGuard marks tx as a cascade (registry.MarkCascade) when the engine has
+// the Guard option.
 func (e *Engine) setGuard(ctx context.Context, tx pgx.Tx) error {
 	if !e.guard {
 		return nil
 	}
-	if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config($1, 'on', true)", GuardSetting); err != nil {
-		return fmt.Errorf("set %s: %w", GuardSetting, err)
-	}
-	return nil
+	return registry.MarkCascade(ctx, tx)
 }
 
 // distinctKeys is keys without repeats, in first-seen order.

@@ -39,13 +39,6 @@ import (
 //   - No signals: there is no Python. Deferred constraints are left to the
 //     caller's COMMIT, as Django leaves them to its transaction.
 
-// GuardSetting is the transaction-local setting that tells pgoutpost's
-// master-side guard triggers that a delete comes from the cascade engine. The
-// caller sets it (SET LOCAL pgoutpost.cascade = 'on'), or the engine does at
-// the start of each Delete when created with the Guard option. It is
-// registry.CascadeSetting.
-const GuardSetting = registry.CascadeSetting
-
 // DefaultMaxArray is how many values one key array parameter holds at most;
 // larger sets are split into several statements.
 const DefaultMaxArray = 10000
@@ -89,8 +82,9 @@ func ReportKeys(kinds ...registry.Kind) Option {
 	}
 }
 
-// Guard makes each Delete set GuardSetting to 'on' for the rest of the
-// caller's transaction (set_config(..., true), i.e. SET LOCAL).
+// Guard makes each Delete mark the caller's transaction as a cascade
+// (registry.MarkCascade: registry.CascadeSetting on until the transaction
+// ends), so that the slave write guard lets its deletes and updates through.
 func Guard() Option { return func(e *Engine) { e.guard = true } }
 
 // New returns an engine over reg. The registry must not change afterwards.

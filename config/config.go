@@ -50,22 +50,13 @@ const (
 	DefaultGenericOnDelete     = registry.Cascade
 )
 
-// Role says which side of replication a configuration is for.
-type Role string
-
-// Roles.
-const (
-	RoleMaster Role = "master"
-	RoleSlave  Role = "slave"
-)
-
 // Config is sidecar.yaml. The annotated example at the repository root
 // documents every field.
 type Config struct {
 	// Environment is this environment's name: a NATS subject token and part of
 	// subscription names.
-	Environment string `yaml:"environment"`
-	Role        Role   `yaml:"role"`
+	Environment string        `yaml:"environment"`
+	Role        registry.Role `yaml:"role"`
 	// Database is this environment's own database.
 	Database connsource.Source `yaml:"database"`
 	// Master is the master database as a slave's subscriptions reach it.
@@ -332,7 +323,7 @@ func (c *Config) applyEnv(lookupEnv func(string) (string, bool)) {
 		case "environment":
 			c.Environment = v
 		case "role":
-			c.Role = Role(v)
+			c.Role = registry.Role(v)
 		case "database":
 			c.Database = connsource.Source{DSN: v}
 		case "master":

@@ -95,7 +95,7 @@ func (v *validation) top() {
 		v.add("environment", "%q: want lower-case letters, digits, _ and - (it is a NATS subject token and part of subscription names)", c.Environment)
 	}
 	switch c.Role {
-	case RoleMaster, RoleSlave:
+	case registry.RoleMaster, registry.RoleSlave:
 	case "":
 		v.add("role", "required: master or slave")
 	default:
@@ -111,7 +111,7 @@ func (v *validation) top() {
 		v.add("database", "set only one of dsn, dsn_env, dsn_file")
 	}
 	switch n := c.Master.Count(); {
-	case n == 0 && c.Role == RoleSlave:
+	case n == 0 && c.Role == registry.RoleSlave:
 		v.add("master", "required on a slave (its subscriptions connect to the master): one of dsn, dsn_env, dsn_file, aws_secret")
 	case n > 1:
 		v.add("master", "set only one of dsn, dsn_env, dsn_file, aws_secret")

@@ -634,8 +634,8 @@ func (r *runner) inTx(ctx context.Context, mode pgx.TxAccessMode, fn func(pgx.Tx
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	if mode == pgx.ReadWrite {
-		if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config($1, 'on', true)", cascade.GuardSetting); err != nil {
-			return fmt.Errorf("set %s: %w", cascade.GuardSetting, err)
+		if err := registry.MarkCascade(ctx, tx); err != nil {
+			return err
 		}
 	}
 	if err := fn(tx); err != nil {

@@ -37,7 +37,7 @@ func benchDB(b *testing.B) *pgxpool.Pool {
 		table("plain_outcome", registry.KindSystem, "id"),
 		table("queued_outcome", registry.KindDenormalize, "id"),
 	})
-	if _, err := Install(context.Background(), pool, InstallOptions{Role: RoleMaster, Registry: reg}, false); err != nil {
+	if _, err := Install(context.Background(), pool, InstallOptions{Role: registry.RoleMaster, Registry: reg}, false); err != nil {
 		b.Fatal(err)
 	}
 	// A second baseline: what a row-level trigger (one queue insert per

@@ -8,6 +8,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgoutpost/pgoutpost/registry"
 )
 
 // deadLetter moves the entry of it to dead_letter with reason, in one
@@ -119,7 +121,7 @@ func Retry(ctx context.Context, db txBeginner, ids []string, all bool) (int64, e
 		return 0, fmt.Errorf("retry dead letters: begin: %w", err)
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
-	if err := MarkCascade(ctx, tx); err != nil {
+	if err := registry.MarkCascade(ctx, tx); err != nil {
 		return 0, err
 	}
 	if ids == nil {

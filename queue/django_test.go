@@ -18,7 +18,7 @@ func TestInstallDjangoSchema(t *testing.T) {
 	pgtest.LoadDjangoSchema(t, db)
 	pool := pgtest.Pool(t, db.DSN)
 	reg := djangoRegistry(t, pool)
-	opts := InstallOptions{Role: RoleMaster, Registry: reg}
+	opts := InstallOptions{Role: registry.RoleMaster, Registry: reg}
 	if _, err := Install(ctx, pool, opts, false); err != nil {
 		t.Fatalf("install: %v", err)
 	}

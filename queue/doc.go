@@ -81,7 +81,7 @@
 // The write guard (InstallGuard) rejects writes to synced tables except from
 // the subscription's apply worker, which runs with session_replication_role =
 // replica so that ordinary triggers do not fire for it, and from transactions
-// that called MarkCascade (or a session that SET pgoutpost.cascade = on on
+// that called registry.MarkCascade (or a session that SET pgoutpost.cascade = on on
 // purpose, e.g. for a manual resync).
 //
 // # Processing on a slave
@@ -99,7 +99,8 @@
 //     one slave transaction, with one deletion when that cannot change the
 //     outcome (see deleteTx); when a batch fails, its master transactions are
 //     applied one by one, and when one of those fails, its entries one by one
-//     (what the seed package's cron did), each in its own transaction. An
+//     (what the seed package's cron did — the seed is django-logical-replication,
+//     the Django package pgoutpost takes over from), each in its own transaction. An
 //     entry that still fails goes to dead_letter with the error as reason
 //     (which rule, which referencing rows), an unknown table or malformed
 //     key at once. A row already gone is no failure.

@@ -21,7 +21,7 @@ func guardSpec(t registry.TableName) triggerSpec {
 // InstallGuard puts the write guard on tables (a slave's synced tables): an
 // INSERT, UPDATE, DELETE or TRUNCATE from an ordinary session then fails with
 // an error naming the table, while the subscription's apply worker and
-// transactions that called MarkCascade pass. Tables already guarded are left
+// transactions that called registry.MarkCascade pass. Tables already guarded are left
 // as they are; guards on other tables are kept. It returns the plan it
 // applied, or with dryRun the plan it would apply.
 func InstallGuard(ctx context.Context, db txBeginner, tables []registry.TableName, dryRun bool) (Plan, error) {

@@ -91,7 +91,7 @@ func TestGuard(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer tx.Rollback(ctx) //nolint:errcheck
-		if err := MarkCascade(ctx, tx); err != nil {
+		if err := registry.MarkCascade(ctx, tx); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := tx.Exec(ctx, "DELETE FROM category WHERE id = 2"); err != nil {

@@ -62,7 +62,7 @@ func masterDB(t *testing.T, reg *registry.Registry) (*pgtest.DB, *pgxpool.Pool) 
 	db := pgtest.NewDB(t, pgtest.Master(t))
 	pgtest.Exec(t, db.DSN, testSchema)
 	pool := pgtest.Pool(t, db.DSN)
-	if _, err := Install(context.Background(), pool, InstallOptions{Role: RoleMaster, Registry: reg}, false); err != nil {
+	if _, err := Install(context.Background(), pool, InstallOptions{Role: registry.RoleMaster, Registry: reg}, false); err != nil {
 		t.Fatalf("install: %v", err)
 	}
 	return db, pool

@@ -17,15 +17,6 @@ import (
 	"github.com/pgoutpost/pgoutpost/registry"
 )
 
-// Role says which side of replication a database is on.
-type Role string
-
-// Roles, spelled as sidecar.yaml's role.
-const (
-	RoleMaster Role = "master"
-	RoleSlave  Role = "slave"
-)
-
 // Step is one change of a plan: what it does in words and the SQL that does it.
 type Step struct {
 	Summary string
@@ -65,7 +56,7 @@ type txBeginner interface {
 
 // InstallOptions say what Install sets up.
 type InstallOptions struct {
-	Role Role
+	Role registry.Role
 	// Registry gives the master's delete and denormalize models. Unused on a slave.
 	Registry *registry.Registry
 	// Publication is the slave's local queue publication (sidecar.publication);
@@ -139,7 +130,7 @@ func planInstall(ctx context.Context, q querier, opts InstallOptions) (Plan, err
 		want []triggerSpec
 	)
 	switch opts.Role {
-	case RoleMaster:
+	case registry.RoleMaster:
 		if opts.Registry == nil {
 			return nil, errors.New("install on the master needs the registry")
 		}
@@ -160,7 +151,7 @@ func planInstall(ctx context.Context, q querier, opts InstallOptions) (Plan, err
 		if err := errors.Join(errs...); err != nil {
 			return nil, err
 		}
-	case RoleSlave:
+	case registry.RoleSlave:
 		// A slave has no queue triggers: wanting none drops any it has.
 	default:
 		return nil, fmt.Errorf("role %q: want master or slave", opts.Role)
@@ -179,7 +170,7 @@ func planInstall(ctx context.Context, q querier, opts InstallOptions) (Plan, err
 	}
 	p = append(p, steps...)
 	p = append(p, fnDrops...) // after the triggers that used them
-	if opts.Role == RoleSlave {
+	if opts.Role == registry.RoleSlave {
 		ixSteps, err := planXidIndexes(ctx, q)
 		if err != nil {
 			return nil, err

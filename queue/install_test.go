@@ -35,7 +35,7 @@ func TestInstallMaster(t *testing.T) {
 	db := pgtest.NewDB(t, pgtest.Master(t))
 	pgtest.Exec(t, db.DSN, testSchema)
 	pool := pgtest.Pool(t, db.DSN)
-	opts := InstallOptions{Role: RoleMaster, Registry: testRegistry()}
+	opts := InstallOptions{Role: registry.RoleMaster, Registry: testRegistry()}
 
 	before := catalogSnapshot(t, pool)
 	dry, err := Install(ctx, pool, opts, true)
@@ -109,7 +109,7 @@ func TestInstallMaster(t *testing.T) {
 			table("gene", registry.KindDelete, "symbol"),  // new
 		})
 		reg.Table(registry.TableName{Schema: "public", Name: "outcome"}).OnTruncate = registry.TruncateRefuse
-		opts := InstallOptions{Role: RoleMaster, Registry: reg}
+		opts := InstallOptions{Role: registry.RoleMaster, Registry: reg}
 		before := catalogSnapshot(t, pool)
 		if _, err := Install(ctx, pool, opts, true); err != nil {
 			t.Fatal(err)
@@ -159,7 +159,7 @@ func TestInstallMaster(t *testing.T) {
 	t.Run("a disabled trigger is enabled again", func(t *testing.T) {
 		pgtest.Exec(t, db.DSN, "ALTER TABLE gene DISABLE TRIGGER pgoutpost_queue_delete")
 		reg := registry.New([]*registry.Table{table("gene", registry.KindDelete, "symbol")})
-		p, err := Install(ctx, pool, InstallOptions{Role: RoleMaster, Registry: reg}, false)
+		p, err := Install(ctx, pool, InstallOptions{Role: registry.RoleMaster, Registry: reg}, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -177,7 +177,7 @@ func TestInstallMaster(t *testing.T) {
 			t.Errorf("%d deletes logged under public.gene2, want 2 (a DELETE and a TRUNCATE)", n)
 		}
 		reg := registry.New([]*registry.Table{table("gene2", registry.KindDelete, "symbol")})
-		p, err := Install(ctx, pool, InstallOptions{Role: RoleMaster, Registry: reg}, false)
+		p, err := Install(ctx, pool, InstallOptions{Role: registry.RoleMaster, Registry: reg}, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -202,7 +202,7 @@ func TestInstallMaster(t *testing.T) {
 		}
 		reg := registry.New([]*registry.Table{table("unit", registry.KindDelete, "id"), table("gene", registry.KindDenormalize, "symbol")})
 		before := catalogSnapshot(t, pool)
-		_, err = Install(ctx, pool, InstallOptions{Role: RoleMaster, Registry: reg, LockTimeout: 200 * time.Millisecond}, false)
+		_, err = Install(ctx, pool, InstallOptions{Role: registry.RoleMaster, Registry: reg, LockTimeout: 200 * time.Millisecond}, false)
 		if err == nil || !strings.Contains(err.Error(), "busy") || !strings.Contains(err.Error(), "public.gene") {
 			t.Errorf("err = %v, want a busy-table error naming public.gene", err)
 		}
@@ -213,7 +213,7 @@ func TestInstallMaster(t *testing.T) {
 
 	t.Run("a table without primary key is an error naming it", func(t *testing.T) {
 		reg := registry.New([]*registry.Table{table("gene", registry.KindDelete)})
-		_, err := Install(ctx, pool, InstallOptions{Role: RoleMaster, Registry: reg}, false)
+		_, err := Install(ctx, pool, InstallOptions{Role: registry.RoleMaster, Registry: reg}, false)
 		if err == nil || !strings.Contains(err.Error(), "public.gene has no primary key") {
 			t.Errorf("err = %v, want it to name public.gene", err)
 		}
@@ -238,11 +238,11 @@ func TestInstallSlave(t *testing.T) {
 	pgtest.Exec(t, db.DSN, testSchema)
 	pool := pgtest.Pool(t, db.DSN)
 	// A slave restored from a dump of the master carries its queue triggers.
-	stray, err := Install(ctx, pool, InstallOptions{Role: RoleMaster, Registry: testRegistry()}, false)
+	stray, err := Install(ctx, pool, InstallOptions{Role: registry.RoleMaster, Registry: testRegistry()}, false)
 	if err != nil || len(stray) == 0 {
 		t.Fatalf("master install: %v", err)
 	}
-	opts := InstallOptions{Role: RoleSlave, Publication: "pgoutpost_local_queue"}
+	opts := InstallOptions{Role: registry.RoleSlave, Publication: "pgoutpost_local_queue"}
 	before := catalogSnapshot(t, pool)
 	if _, err := Install(ctx, pool, opts, true); err != nil {
 		t.Fatal(err)
@@ -354,7 +354,7 @@ func TestInstallConcurrent(t *testing.T) {
 	db := pgtest.NewDB(t, pgtest.Master(t))
 	pgtest.Exec(t, db.DSN, testSchema)
 	pool := pgtest.Pool(t, db.DSN)
-	opts := InstallOptions{Role: RoleMaster, Registry: testRegistry()}
+	opts := InstallOptions{Role: registry.RoleMaster, Registry: testRegistry()}
 	type result struct {
 		plan Plan
 		err  error

@@ -375,7 +375,7 @@ func (p *Processor) begin(ctx context.Context) (pgx.Tx, error) {
 	if err != nil {
 		return nil, fmt.Errorf("begin: %w", err)
 	}
-	if err := MarkCascade(ctx, tx); err != nil {
+	if err := registry.MarkCascade(ctx, tx); err != nil {
 		_ = tx.Rollback(ctx)
 		return nil, err
 	}

@@ -50,7 +50,7 @@ func BenchmarkApplyDeleteEntries(b *testing.B) {
 		dsn = netdelay.DSN(b, dsn, *benchLatency)
 	}
 	pool := pgtest.Pool(b, dsn)
-	if _, err := Install(ctx, pool, InstallOptions{Role: RoleSlave}, false); err != nil {
+	if _, err := Install(ctx, pool, InstallOptions{Role: registry.RoleSlave}, false); err != nil {
 		b.Fatal(err)
 	}
 	reg := djangoRegistry(b, pool)
@@ -200,7 +200,7 @@ func BenchmarkApplyDenormalizeEntries(b *testing.B) {
 	db := pgtest.NewDB(b, pgtest.Slave(b))
 	pgtest.LoadDjangoSchema(b, db)
 	pool := pgtest.Pool(b, db.DSN)
-	if _, err := Install(ctx, pool, InstallOptions{Role: RoleSlave}, false); err != nil {
+	if _, err := Install(ctx, pool, InstallOptions{Role: registry.RoleSlave}, false); err != nil {
 		b.Fatal(err)
 	}
 	reg := djangoRegistry(b, pool)

@@ -31,7 +31,7 @@ func newSlave(t *testing.T) *slaveEnv {
 	db := pgtest.NewDB(t, pgtest.Slave(t))
 	pgtest.LoadDjangoSchema(t, db)
 	pool := pgtest.Pool(t, db.DSN)
-	if _, err := Install(ctx, pool, InstallOptions{Role: RoleSlave}, false); err != nil {
+	if _, err := Install(ctx, pool, InstallOptions{Role: registry.RoleSlave}, false); err != nil {
 		t.Fatalf("install: %v", err)
 	}
 	return &slaveEnv{db: db, pool: pool, reg: djangoRegistry(t, pool), obs: newRecorder()}
@@ -133,7 +133,7 @@ func TestApplyDeleteCascades(t *testing.T) {
 	s := newSlave(t)
 	pgtest.Exec(t, s.db.DSN, unitFixture)
 	// The slave's synced tables have the write guard, which the processing
-	// transactions pass (MarkCascade).
+	// transactions pass (registry.MarkCascade).
 	var synced []registry.TableName
 	for _, tb := range s.reg.Tables {
 		if tb.Kind.IsSynced() {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgoutpost/pgoutpost/registry"
 )
@@ -36,12 +35,9 @@ const (
 // Session settings read by the triggers.
 const (
 	// SkipQueueSetting = on makes the master triggers write nothing (see the
-	// package doc for the risk).
+	// package doc for the risk). The slave write guard's setting is
+	// registry.CascadeSetting.
 	SkipQueueSetting = "pgoutpost.skip_queue"
-	// CascadeSetting = on (transaction-local, see MarkCascade) lets a
-	// transaction write to tables the slave write guard protects
-	// (registry.CascadeSetting).
-	CascadeSetting = registry.CascadeSetting
 )
 
 // DefaultLocalPublication is the default name of the slave's publication of
@@ -58,22 +54,6 @@ const (
 	oldRows = "pgoutpost_old"
 	newRows = "pgoutpost_new"
 )
-
-// execer is what MarkCascade needs: a transaction.
-type execer interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-}
-
-// MarkCascade sets CascadeSetting for the rest of the transaction tx (SET
-// LOCAL), so that the slave write guard lets it delete and update synced rows.
-// The sidecar's cascade transactions call it first; it ends with the
-// transaction and never leaks into the pooled session.
-func MarkCascade(ctx context.Context, tx execer) error {
-	if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config($1, 'on', true)", CascadeSetting); err != nil {
-		return fmt.Errorf("mark cascade transaction: %w", err)
-	}
-	return nil
-}
 
 // UUIDv7Floor returns the smallest UUIDv7 of the millisecond of t: every id
 // made at t or later sorts after it, every id made before sorts below it.
@@ -283,12 +263,12 @@ END
 // guardFn rejects writes on a slave's synced table. It is a plain (origin)
 // trigger, so it does not fire in the subscription's apply worker
 // (session_replication_role = replica); pgoutpost's cascade transactions pass
-// by MarkCascade.
+// by registry.MarkCascade.
 var guardFn = function{
 	name: "guard", header: "RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp", config: []string{"search_path=pg_catalog, pg_temp"},
 	body: `
 BEGIN
-  IF current_setting('pgoutpost.cascade', true) = 'on' THEN
+  IF current_setting('` + registry.CascadeSetting + `', true) = 'on' THEN
     RETURN NULL;
   END IF;
   RAISE EXCEPTION 'pgoutpost: % on %.% refused: it is a system table synced from the master', TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME

@@ -122,11 +122,11 @@ func TestEntryFromRow(t *testing.T) {
 func TestInstallSeedQueuesPublication(t *testing.T) {
 	ctx := context.Background()
 	s := newSlave(t)
-	if _, err := Install(ctx, s.pool, InstallOptions{Role: RoleSlave, SeedQueues: true}, false); err == nil || !strings.Contains(err.Error(), "logical_replication_deletequeue") {
+	if _, err := Install(ctx, s.pool, InstallOptions{Role: registry.RoleSlave, SeedQueues: true}, false); err == nil || !strings.Contains(err.Error(), "logical_replication_deletequeue") {
 		t.Errorf("install with seed queues but without their tables: %v", err)
 	}
 	pgtest.Exec(t, s.db.DSN, seedTables)
-	if _, err := Install(ctx, s.pool, InstallOptions{Role: RoleSlave, SeedQueues: true}, false); err != nil {
+	if _, err := Install(ctx, s.pool, InstallOptions{Role: registry.RoleSlave, SeedQueues: true}, false); err != nil {
 		t.Fatal(err)
 	}
 	var tables string
@@ -137,7 +137,7 @@ func TestInstallSeedQueuesPublication(t *testing.T) {
 	if want := "pgoutpost.delete_queue,pgoutpost.denormalize_queue,public.logical_replication_deletequeue,public.logical_replication_denormalizequeue"; tables != want {
 		t.Errorf("publication tables %s, want %s", tables, want)
 	}
-	if p, err := Install(ctx, s.pool, InstallOptions{Role: RoleSlave, SeedQueues: true}, false); err != nil || len(p) != 0 {
+	if p, err := Install(ctx, s.pool, InstallOptions{Role: registry.RoleSlave, SeedQueues: true}, false); err != nil || len(p) != 0 {
 		t.Errorf("second install: %v, %v", p, err)
 	}
 }

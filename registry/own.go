@@ -1,5 +1,12 @@
 package registry
 
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
 // pgoutpost's own objects: the schema, tables and session setting that the
 // queue, cascade and replication packages all name. They are defined here, at
 // the bottom of the import graph, so that those packages agree on them without
@@ -26,8 +33,32 @@ var (
 	SeedDenormalizeQueue = TableName{Schema: "public", Name: "logical_replication_denormalizequeue"}
 )
 
+// Role says which side of replication a database is on, spelled as
+// sidecar.yaml's role.
+type Role string
+
+// Roles.
+const (
+	RoleMaster Role = "master"
+	RoleSlave  Role = "slave"
+)
+
 // CascadeSetting is the session setting that, set to on for one transaction
 // (set_config(…, 'on', true), i.e. SET LOCAL), marks the transaction as
 // pgoutpost's own cascade: the slave write guard lets it write to the tables
-// it protects.
+// it protects. Set it with MarkCascade.
 const CascadeSetting = "pgoutpost.cascade"
+
+// MarkCascade sets CascadeSetting for the rest of the transaction tx, so that
+// the slave write guard lets it delete and update synced rows. The setting
+// ends with the transaction and never leaks into a pooled session. The
+// sidecar's cascade transactions, the cascade engine's Guard option and
+// resync-fks all call it first.
+func MarkCascade(ctx context.Context, tx interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}) error {
+	if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config($1, 'on', true)", CascadeSetting); err != nil {
+		return fmt.Errorf("set %s: %w", CascadeSetting, err)
+	}
+	return nil
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgoutpost/pgoutpost/internal/pgtest"
 	"github.com/pgoutpost/pgoutpost/queue"
+	"github.com/pgoutpost/pgoutpost/registry"
 )
 
 // limitedRole creates a login role with nothing granted on db's cluster and
@@ -79,7 +80,7 @@ func TestLeastPrivilegeMaster(t *testing.T) {
 		t.Fatalf("after the grants: %v, %v", needsText(again), err)
 	}
 	// Exactly these suffice.
-	if _, err := queue.Install(ctx, pool, queue.InstallOptions{Role: queue.RoleMaster, Registry: reg}, false); err != nil {
+	if _, err := queue.Install(ctx, pool, queue.InstallOptions{Role: registry.RoleMaster, Registry: reg}, false); err != nil {
 		t.Fatalf("queue install as the role: %v", err)
 	}
 	names, err := NewNames("pgoutpost", "", master.Name)

@@ -92,9 +92,9 @@ func colsOrAll(c []string) string {
 	return "(" + strings.Join(c, ", ") + ")"
 }
 
-// Plan is the difference between the publications the registry asks for and
-// the ones the master has.
-type Plan struct {
+// PublicationPlan is the difference between the publications the registry
+// asks for and the ones the master has.
+type PublicationPlan struct {
 	Changes []Change
 	// UserTables are the tables that will not be synced.
 	UserTables []registry.TableName
@@ -103,10 +103,10 @@ type Plan struct {
 }
 
 // Empty reports whether the master already matches the registry.
-func (p *Plan) Empty() bool { return len(p.Changes) == 0 }
+func (p *PublicationPlan) Empty() bool { return len(p.Changes) == 0 }
 
 // Write prints the plan for a person.
-func (p *Plan) Write(w io.Writer) {
+func (p *PublicationPlan) Write(w io.Writer) {
 	if p.Empty() {
 		fmt.Fprintln(w, "Publications are up to date: no changes.")
 	}
@@ -163,8 +163,8 @@ func existingTables(ctx context.Context, q querier, names []registry.TableName) 
 // PlanPublications compares the master's publications with what reg asks
 // for. It changes nothing: row filters and column lists are normalised by
 // PostgreSQL inside a transaction that is rolled back.
-func PlanPublications(ctx context.Context, db DB, reg *registry.Registry, names Names) (*Plan, error) {
-	plan := &Plan{}
+func PlanPublications(ctx context.Context, db DB, reg *registry.Registry, names Names) (*PublicationPlan, error) {
+	plan := &PublicationPlan{}
 	for _, t := range reg.OfKind(registry.KindUser) {
 		plan.UserTables = append(plan.UserTables, t.Name)
 	}
@@ -520,7 +520,7 @@ func readPublications(ctx context.Context, q querier, names []string) (map[strin
 }
 
 // Apply makes the changes of the plan in one transaction.
-func (p *Plan) Apply(ctx context.Context, db DB) error {
+func (p *PublicationPlan) Apply(ctx context.Context, db DB) error {
 	if p.Empty() {
 		return nil
 	}

@@ -89,10 +89,10 @@ func newPairWith(t testing.TB, reg *registry.Registry, master *pgtest.DB) *pair 
 	pgtest.Exec(t, p.slave.DSN, testSchema)
 	p.mpool = pgtest.Pool(t, p.master.DSN)
 	p.spool = pgtest.Pool(t, p.slave.DSN)
-	if _, err := queue.Install(ctxT(t, time.Minute), p.mpool, queue.InstallOptions{Role: queue.RoleMaster, Registry: reg}, false); err != nil {
+	if _, err := queue.Install(ctxT(t, time.Minute), p.mpool, queue.InstallOptions{Role: registry.RoleMaster, Registry: reg}, false); err != nil {
 		t.Fatalf("queue install on the master: %v", err)
 	}
-	if _, err := queue.Install(ctxT(t, time.Minute), p.spool, queue.InstallOptions{Role: queue.RoleSlave}, false); err != nil {
+	if _, err := queue.Install(ctxT(t, time.Minute), p.spool, queue.InstallOptions{Role: registry.RoleSlave}, false); err != nil {
 		t.Fatalf("queue install on the slave: %v", err)
 	}
 	var err error
@@ -110,7 +110,7 @@ func ctxT(t testing.TB, d time.Duration) context.Context {
 }
 
 // publish plans and applies the publications of reg on the master.
-func (p *pair) publish(t *testing.T, reg *registry.Registry) *Plan {
+func (p *pair) publish(t *testing.T, reg *registry.Registry) *PublicationPlan {
 	t.Helper()
 	ctx := ctxT(t, time.Minute)
 	if _, err := CreatePublications(ctx, p.mpool, p.names); err != nil {

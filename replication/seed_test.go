@@ -154,7 +154,7 @@ CREATE TABLE logical_replication_denormalizequeue (id uuid PRIMARY KEY, object_p
 	pgtest.Exec(t, p.master.DSN, seedDDL)
 	p.publish(t, reg)
 	pgtest.Exec(t, p.master.DSN, "ALTER PUBLICATION "+ident(p.names.Delete.Name)+" ADD TABLE logical_replication_deletequeue, logical_replication_denormalizequeue")
-	seedChanges := func(plan *Plan) []string {
+	seedChanges := func(plan *PublicationPlan) []string {
 		var out []string
 		for _, c := range plan.Changes {
 			for _, m := range []Member{c.From, c.To} {

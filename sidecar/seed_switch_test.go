@@ -96,7 +96,7 @@ func TestSeedMasterSwitchover(t *testing.T) {
 
 	// 1. Every slave: queue install, the seed's cron stops, the sidecar starts.
 	step()
-	if _, err := queue.Install(ctx, e.spool, queue.InstallOptions{Role: queue.RoleSlave, SeedQueues: true}, false); err != nil {
+	if _, err := queue.Install(ctx, e.spool, queue.InstallOptions{Role: registry.RoleSlave, SeedQueues: true}, false); err != nil {
 		t.Fatal(err)
 	}
 	reg, err := registry.Load(ctx, e.spool, seedSwitchSpec)
@@ -113,7 +113,7 @@ func TestSeedMasterSwitchover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := queue.Install(ctx, e.mpool, queue.InstallOptions{Role: queue.RoleMaster, Registry: mreg}, false); err != nil {
+	if _, err := queue.Install(ctx, e.mpool, queue.InstallOptions{Role: registry.RoleMaster, Registry: mreg}, false); err != nil {
 		t.Fatal(err)
 	}
 	names, err := replication.NewNames("", slug, e.env)

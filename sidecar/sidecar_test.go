@@ -123,10 +123,10 @@ func newE2E(t testing.TB) *e2e {
 	ctx := testCtx(t, 3*time.Minute)
 	e := newDatabases(t, e2eSchema)
 	mreg := loadRegistry(t, ctx, e.mpool)
-	if _, err := queue.Install(ctx, e.mpool, queue.InstallOptions{Role: queue.RoleMaster, Registry: mreg}, false); err != nil {
+	if _, err := queue.Install(ctx, e.mpool, queue.InstallOptions{Role: registry.RoleMaster, Registry: mreg}, false); err != nil {
 		t.Fatalf("queue install on the master: %v", err)
 	}
-	if _, err := queue.Install(ctx, e.spool, queue.InstallOptions{Role: queue.RoleSlave}, false); err != nil {
+	if _, err := queue.Install(ctx, e.spool, queue.InstallOptions{Role: registry.RoleSlave}, false); err != nil {
 		t.Fatalf("queue install on the slave: %v", err)
 	}
 	names, err := replication.NewNames("pgoutpost", "", e.slave.Name)

@@ -22,6 +22,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/pgoutpost/pgoutpost/config"
+	"github.com/pgoutpost/pgoutpost/registry"
 	"github.com/pgoutpost/pgoutpost/sidecar"
 )
 
@@ -213,13 +214,13 @@ func pods(ms []*manifest) []pod {
 }
 
 // commandRoles says which role's configuration each command needs.
-var commandRoles = map[string]config.Role{
-	"run":                 config.RoleSlave,
-	"subscription create": config.RoleSlave,
-	"subscription update": config.RoleSlave,
-	"publication create":  config.RoleMaster,
-	"publication update":  config.RoleMaster,
-	"queue expire":        config.RoleMaster,
+var commandRoles = map[string]registry.Role{
+	"run":                 registry.RoleSlave,
+	"subscription create": registry.RoleSlave,
+	"subscription update": registry.RoleSlave,
+	"publication create":  registry.RoleMaster,
+	"publication update":  registry.RoleMaster,
+	"queue expire":        registry.RoleMaster,
 }
 
 func TestKubernetesManifests(t *testing.T) {
@@ -388,7 +389,7 @@ func checkPgoutpostContainer(t *testing.T, c k8sContainer, volumes map[string]st
 		set[e.Name] = true
 	}
 	need := []string{cfg.Database.Env}
-	if cfg.Role == config.RoleSlave {
+	if cfg.Role == registry.RoleSlave {
 		need = append(need, cfg.Master.Env)
 		if name == "run" {
 			need = append(need, cfg.NATS.TokenEnv)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/pgoutpost/pgoutpost/config"
 	"github.com/pgoutpost/pgoutpost/queue"
 	"github.com/pgoutpost/pgoutpost/registry"
 )
@@ -58,7 +57,7 @@ func runGuard(ctx context.Context, e *env, args []string, install bool) error {
 		}
 		names = append(names, n)
 	}
-	s, err := openRepl(ctx, e, &g, name, config.RoleSlave)
+	s, err := openRepl(ctx, e, &g, name, registry.RoleSlave)
 	if err != nil {
 		return err
 	}

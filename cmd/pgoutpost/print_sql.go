@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/pgoutpost/pgoutpost/config"
+	"github.com/pgoutpost/pgoutpost/registry"
 	"github.com/pgoutpost/pgoutpost/replication"
 )
 
@@ -87,7 +87,7 @@ which version is needed when this machine has none.`, &g)
 	}
 	// On the master its own database is the one to dump; on a slave, the master.
 	var conninfo string
-	if s.cfg.Role == config.RoleMaster && mf == (masterFlags{}) {
+	if s.cfg.Role == registry.RoleMaster && mf == (masterFlags{}) {
 		if conninfo, err = s.cfg.Database.Resolve(ctx, ""); err != nil {
 			return &replConfigError{fmt.Sprintf("database: %v", err)}
 		}

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/pgoutpost/pgoutpost/config"
+	"github.com/pgoutpost/pgoutpost/registry"
 	"github.com/pgoutpost/pgoutpost/replication"
 )
 
@@ -40,7 +40,7 @@ waits for those slaves: a slave that is down then blocks master commits.`, &g)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	s, err := openRepl(ctx, e, &g, "publication create", config.RoleMaster)
+	s, err := openRepl(ctx, e, &g, "publication create", registry.RoleMaster)
 	if err != nil {
 		return err
 	}
@@ -131,7 +131,7 @@ new tables get their initial copy.`, &g)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	s, err := openRepl(ctx, e, &g, "publication update", config.RoleMaster)
+	s, err := openRepl(ctx, e, &g, "publication update", registry.RoleMaster)
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/pgoutpost/pgoutpost/config"
 	"github.com/pgoutpost/pgoutpost/queue"
 	"github.com/pgoutpost/pgoutpost/registry"
 )
@@ -33,7 +32,7 @@ inserts only, so these deletes never reach the slaves.`, &g)
 	if *batch <= 0 {
 		return usagef("--batch-size %d: want a positive number", *batch)
 	}
-	s, err := openRepl(ctx, e, &g, "queue expire", config.RoleMaster)
+	s, err := openRepl(ctx, e, &g, "queue expire", registry.RoleMaster)
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/pgoutpost/pgoutpost/config"
 	"github.com/pgoutpost/pgoutpost/queue"
 	"github.com/pgoutpost/pgoutpost/registry"
 )
@@ -41,8 +40,8 @@ makes never reach the slaves. Use it only for maintenance and test fixtures.`, &
 		return err
 	}
 	defer s.close()
-	opts := queue.InstallOptions{Role: queue.Role(s.cfg.Role), Publication: s.cfg.Sidecar.Publication, SeedQueues: s.cfg.Queue.SeedQueues}
-	if s.cfg.Role == config.RoleMaster {
+	opts := queue.InstallOptions{Role: s.cfg.Role, Publication: s.cfg.Sidecar.Publication, SeedQueues: s.cfg.Queue.SeedQueues}
+	if s.cfg.Role == registry.RoleMaster {
 		var reg *registry.Registry
 		if reg, err = s.registry(ctx); err != nil {
 			return err

@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/pgoutpost/pgoutpost/config"
 	"github.com/pgoutpost/pgoutpost/queue"
+	"github.com/pgoutpost/pgoutpost/registry"
 )
 
 var queueRetryCommand = command{
@@ -32,7 +32,7 @@ the entry id (or the dead letter's own id).`, &g)
 	if *all == (len(*ids) > 0) {
 		return usagef("give --id ID (one or more) or --all, not both")
 	}
-	s, err := openRepl(ctx, e, &g, "queue retry", config.RoleSlave)
+	s, err := openRepl(ctx, e, &g, "queue retry", registry.RoleSlave)
 	if err != nil {
 		return err
 	}

@@ -12,8 +12,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/pgoutpost/pgoutpost/config"
 	"github.com/pgoutpost/pgoutpost/queue"
+	"github.com/pgoutpost/pgoutpost/registry"
 )
 
 var queueStatusCommand = command{
@@ -38,7 +38,7 @@ tables are shown too.`, &g)
 	if *latest < 0 {
 		return usagef("--latest %d: want 0 or more", *latest)
 	}
-	s, err := openRepl(ctx, e, &g, "queue status", config.RoleSlave)
+	s, err := openRepl(ctx, e, &g, "queue status", registry.RoleSlave)
 	if err != nil {
 		return err
 	}

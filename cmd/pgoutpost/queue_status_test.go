@@ -8,6 +8,7 @@ import (
 
 	"github.com/pgoutpost/pgoutpost/internal/pgtest"
 	"github.com/pgoutpost/pgoutpost/queue"
+	"github.com/pgoutpost/pgoutpost/registry"
 )
 
 func TestQueueStatusAndRetry(t *testing.T) {
@@ -15,7 +16,7 @@ func TestQueueStatusAndRetry(t *testing.T) {
 	slave := pgtest.NewDB(t, pgtest.Slave(t))
 	pgtest.Exec(t, slave.DSN, queueCLISchema)
 	pool := pgtest.Pool(t, slave.DSN)
-	if _, err := queue.Install(ctx, pool, queue.InstallOptions{Role: queue.RoleSlave}, false); err != nil {
+	if _, err := queue.Install(ctx, pool, queue.InstallOptions{Role: registry.RoleSlave}, false); err != nil {
 		t.Fatal(err)
 	}
 	cfg := writeQueueConfig(t, "staging", "slave", slave.DSN)

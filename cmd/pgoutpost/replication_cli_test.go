@@ -97,10 +97,10 @@ func TestReplicationCommands(t *testing.T) {
 		{Name: registry.TableName{Schema: "public", Name: "unit"}, Kind: registry.KindDelete, PrimaryKey: []string{"id"}},
 		{Name: registry.TableName{Schema: "public", Name: "outcome"}, Kind: registry.KindDenormalize, PrimaryKey: []string{"id"}},
 	})
-	if _, err := queue.Install(ctx, mpool, queue.InstallOptions{Role: queue.RoleMaster, Registry: reg}, false); err != nil {
+	if _, err := queue.Install(ctx, mpool, queue.InstallOptions{Role: registry.RoleMaster, Registry: reg}, false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := queue.Install(ctx, spool, queue.InstallOptions{Role: queue.RoleSlave}, false); err != nil {
+	if _, err := queue.Install(ctx, spool, queue.InstallOptions{Role: registry.RoleSlave}, false); err != nil {
 		t.Fatal(err)
 	}
 	env := strings.ReplaceAll(slave.Name, "_", "-") // unique per test: slot names are per cluster

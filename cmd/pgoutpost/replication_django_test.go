@@ -42,10 +42,10 @@ func TestDjangoReplication(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := queue.Install(ctx, mpool, queue.InstallOptions{Role: queue.RoleMaster, Registry: reg}, false); err != nil {
+	if _, err := queue.Install(ctx, mpool, queue.InstallOptions{Role: registry.RoleMaster, Registry: reg}, false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := queue.Install(ctx, spool, queue.InstallOptions{Role: queue.RoleSlave}, false); err != nil {
+	if _, err := queue.Install(ctx, spool, queue.InstallOptions{Role: registry.RoleSlave}, false); err != nil {
 		t.Fatal(err)
 	}
 

@@ -70,7 +70,7 @@ grace period.`, &g)
 	if err != nil {
 		return err
 	}
-	if cfg.Role != config.RoleSlave {
+	if cfg.Role != registry.RoleSlave {
 		return &replConfigError{fmt.Sprintf("run runs on a slave; %s says role: %s", g.config, cfg.Role)}
 	}
 	if *listen != "" {

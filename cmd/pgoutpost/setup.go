@@ -34,7 +34,7 @@ func (e *replConfigError) ExitCode() int { return exitUsage }
 // openRepl loads the configuration and connects to its database. A role
 // other than want (when want is set) is a usage error: publications live on
 // the master, subscriptions on a slave.
-func openRepl(ctx context.Context, e *env, g *globalFlags, cmd string, want config.Role) (*replSession, error) {
+func openRepl(ctx context.Context, e *env, g *globalFlags, cmd string, want registry.Role) (*replSession, error) {
 	logger, err := g.logger(e)
 	if err != nil {
 		return nil, err
@@ -120,7 +120,7 @@ func checkRegistry(ctx context.Context, e *env, g *globalFlags, cmd string) (*re
 		return nil, nil, err
 	}
 	role := "slave"
-	if s.cfg.Role == config.RoleMaster {
+	if s.cfg.Role == registry.RoleMaster {
 		role = "master"
 	}
 	needs, err := replication.MissingPrivileges(ctx, s.conn, role, reg)

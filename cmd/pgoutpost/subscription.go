@@ -10,6 +10,7 @@ import (
 
 	"github.com/pgoutpost/pgoutpost/config"
 	"github.com/pgoutpost/pgoutpost/internal/connsource"
+	"github.com/pgoutpost/pgoutpost/registry"
 	"github.com/pgoutpost/pgoutpost/replication"
 )
 
@@ -70,7 +71,7 @@ func resolveMaster(ctx context.Context, src connsource.Source, cfg *config.Confi
 // openSubscriber opens a slave's session for a subscription command and
 // resolves the master's conninfo.
 func openSubscriber(ctx context.Context, e *env, g *globalFlags, mf *masterFlags, name string) (*replSession, string, error) {
-	s, err := openRepl(ctx, e, g, name, config.RoleSlave)
+	s, err := openRepl(ctx, e, g, name, registry.RoleSlave)
 	if err != nil {
 		return nil, "", err
 	}

@@ -3,7 +3,8 @@
 // denormalize model of the demo schema) up to date from pgoutpost's events.
 // An insert or update of a shop_outcome row copies the row's name into every
 // report pointing at it; a delete marks them stale (outcome_name = NULL), the
-// seed package's "mark as stale / recompute" use case.
+// "mark as stale / recompute" use case of django-logical-replication (the
+// seed package).
 //
 //	denormalize-consumer --nats-url nats://127.0.0.1:4222 --env staging \
 //	    --dsn postgres://app@localhost/app
