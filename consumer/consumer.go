@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pgoutpost/pgoutpost/event"
+	"github.com/pgoutpost/pgoutpost/internal/backoff"
 )
 
 // Defaults applied to zero Options fields.
@@ -199,14 +200,9 @@ func Handle(ctx context.Context, m jetstream.Msg, opts Options, h Handler) {
 }
 
 // Backoff is the redelivery delay after the given delivery failed: min,
-// doubled with each further delivery, at most max.
+// doubled with each further delivery, at most max. It is a function of the
+// delivery count rather than a running backoff because the count lives in the
+// server: a redelivery may reach another instance of the service.
 func Backoff(delivered uint64, lo, hi time.Duration) time.Duration {
-	d := lo
-	for i := uint64(1); i < delivered && d < hi; i++ {
-		d *= 2
-	}
-	if d > hi {
-		d = hi
-	}
-	return d
+	return backoff.Delay(delivered, lo, hi)
 }

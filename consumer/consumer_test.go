@@ -97,10 +97,8 @@ func run(t *testing.T, js jetstream.JetStream, opts consumer.Options, c *collect
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- consumer.Run(ctx, js, opts, c.handle) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for len(c.ids()) < want && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	defer cancel()
+	pgtest.Eventually(t, fmt.Sprintf("%d events", want), func() bool { return len(c.ids()) >= want })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)

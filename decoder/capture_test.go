@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -226,18 +227,17 @@ func dropSlot(t *testing.T, dsn, slot string) {
 		t.Errorf("drop slot %s: %v", slot, err)
 		return
 	}
-	for {
+	pgtest.Eventually(t, "slot "+slot+" to be released", func() bool {
 		_, err := conn.Exec(ctx, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", slot)
 		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "55006" && ctx.Err() == nil { // object_in_use
-			time.Sleep(50 * time.Millisecond)
-			continue
+		if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.ObjectInUse && ctx.Err() == nil {
+			return false
 		}
 		if err != nil {
 			t.Errorf("drop slot %s: %v", slot, err)
 		}
-		return
-	}
+		return true
+	})
 }
 
 // drain streams slot with the plugin args and returns the messages up to (not

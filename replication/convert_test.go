@@ -49,8 +49,15 @@ func (r *queueReader) run(ctx context.Context, pool *pgxpool.Pool) {
 			}
 			rows.Close()
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // a poll interval, as the sidecar's sweep has one
 	}
+}
+
+// count is the number of distinct queue rows read so far.
+func (r *queueReader) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.seen)
 }
 
 // TestConvertLegacyLayout converts a slave whose queue subscription ran
@@ -95,9 +102,15 @@ func TestConvertLegacyLayout(t *testing.T) {
 				t.Errorf("writer: %v", err)
 				return
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(5 * time.Millisecond) // paces the workload, no wait for anything
 		}
 	}()
+	// written is the writer's last transaction that pool's cat 1 shows.
+	written := func(ctx context.Context, pool *pgxpool.Pool) (int, error) {
+		var n int
+		err := pool.QueryRow(ctx, "SELECT substr(name, 2)::int FROM cat WHERE id = 1").Scan(&n)
+		return n, err
+	}
 
 	// The queue subscription runs ahead: the data one stops on a column the
 	// slave lacks.
@@ -107,11 +120,20 @@ func TestConvertLegacyLayout(t *testing.T) {
 		err := p.spool.QueryRow(ctx, "SELECT coalesce(sum(apply_error_count), 0) FROM pg_stat_subscription_stats WHERE subname = $1", old.Subs[0].Name).Scan(&n)
 		return n > 0, err
 	})
-	time.Sleep(time.Second)
+	ahead := reader.count() + 20
+	pgtest.Eventually(t, "queue rows of transactions the data subscription has not applied", func() bool { return reader.count() >= ahead })
 	pgtest.Exec(t, p.slave.DSN, "ALTER TABLE cat ADD COLUMN extra text")
-	// Then it falls behind: the queue subscription is stopped for a while.
+	// Then it falls behind: the queue subscription is stopped while the
+	// data one applies transactions the master commits after that.
 	pgtest.Exec(t, p.slave.DSN, "ALTER SUBSCRIPTION "+ident(old.Subs[1].Name)+" DISABLE")
-	time.Sleep(time.Second)
+	stopped, err := written(ctx, p.mpool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the data subscription to apply writes made after the queue subscription stopped", func(ctx context.Context) (bool, error) {
+		n, err := written(ctx, p.spool)
+		return n >= stopped+20, err
+	})
 
 	res, err := UpdateSubscriptions(ctx, p.spool, p.names, p.master.ConnInfo())
 	if err != nil {
@@ -121,7 +143,15 @@ func TestConvertLegacyLayout(t *testing.T) {
 	if len(res) == 0 || !strings.HasPrefix(res[0].Action, "queue rows of ") {
 		t.Errorf("the conversion copied no queue rows between the positions: the test did not make a gap")
 	}
-	time.Sleep(time.Second) // the writer goes on after the conversion
+	// The writer goes on after the conversion, through the merged subscription.
+	converted, err := written(ctx, p.mpool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the merged subscription to apply writes made after the conversion", func(ctx context.Context) (bool, error) {
+		n, err := written(ctx, p.spool)
+		return n >= converted+20, err
+	})
 	stopWriter()
 	writes := <-writerDone
 	if writes < 20 {

@@ -109,7 +109,7 @@ func TestOrderParallelApply(t *testing.T) {
 				parallel.Store(true)
 				return
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(5 * time.Millisecond) // samples a state that may come and go unseen between polls
 		}
 	}()
 	exec(t, e.mpool, "INSERT INTO bulk SELECT g, repeat('x', 40) FROM generate_series(1, $1::int) g", bulkRows)
@@ -221,12 +221,17 @@ func TestOrderApplyErrorHoldsEntries(t *testing.T) {
 	exec(t, e.mpool, "ALTER TABLE marker ADD COLUMN extra text")
 	exec(t, e.mpool, "UPDATE marker SET unit_id = 8, extra = 'moved' WHERE id = 1")
 	exec(t, e.mpool, "DELETE FROM unit WHERE id = 7")
+	const applyErrors = "SELECT coalesce(sum(apply_error_count), 0) FROM pg_stat_subscription_stats"
 	pgtest.Eventually(t, "the slave's apply worker to fail on the missing column", func() bool {
-		return queryInt(t, e.spool, "SELECT coalesce(sum(apply_error_count), 0) FROM pg_stat_subscription_stats") > 0
+		return queryInt(t, e.spool, applyErrors) > 0
 	})
-	// Held for a while: the delete stays queued on the master's side of the
-	// slave's one subscription, behind the marker's move.
-	time.Sleep(2 * time.Second)
+	// Held: the delete stays queued on the master's side of the slave's one
+	// subscription, behind the marker's move. The apply worker starting over
+	// and failing again shows it came back to the move and no further.
+	failed := queryInt(t, e.spool, applyErrors)
+	pgtest.Eventually(t, "the slave's apply worker to fail again on the marker's move", func() bool {
+		return queryInt(t, e.spool, applyErrors) > failed
+	})
 	if n := queryInt(t, e.spool, "SELECT count(*) FROM marker WHERE id = 1 AND unit_id = 7"); n != 1 {
 		t.Fatalf("marker 1 under unit 7 on the slave: %d rows, want 1 (nothing applied past the error)", n)
 	}

@@ -73,6 +73,7 @@ func TestSeedMasterSwitchover(t *testing.T) {
 	// delete also writes the seed's queue row in its transaction.
 	var signals atomic.Bool
 	signals.Store(true)
+	var made atomic.Int64 // deletes committed
 	wctx, stopWriter := context.WithCancel(ctx)
 	writerDone := make(chan int)
 	go func() {
@@ -89,10 +90,17 @@ func TestSeedMasterSwitchover(t *testing.T) {
 				t.Errorf("deleter: %v", err)
 				return
 			}
-			time.Sleep(3 * time.Millisecond)
+			made.Store(int64(id))
+			time.Sleep(3 * time.Millisecond) // paces the workload, no wait for anything
 		}
 	}()
-	step := func() { time.Sleep(700 * time.Millisecond) }
+	// step lets the deleter commit deletes in the current phase before the
+	// next one starts.
+	step := func() {
+		t.Helper()
+		from := made.Load()
+		pgtest.Eventually(t, "deletes in this phase of the switchover", func() bool { return made.Load() >= from+50 })
+	}
 
 	// 1. Every slave: queue install, the seed's cron stops, the sidecar starts.
 	step()

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgoutpost/pgoutpost/decoder"
+	"github.com/pgoutpost/pgoutpost/internal/backoff"
 	"github.com/pgoutpost/pgoutpost/queue"
 	"github.com/pgoutpost/pgoutpost/replication"
 	"github.com/pgoutpost/pgoutpost/sink"
@@ -324,7 +325,7 @@ func (s *Sidecar) check(ctx context.Context) error {
 // loop prepares the slot, drains the queue tables and follows the stream,
 // starting over when the slot is invalidated.
 func (s *Sidecar) loop(parent, ctx context.Context) error {
-	backoff := newBackoff(200*time.Millisecond, 10*time.Second)
+	retry := backoff.New(200*time.Millisecond, 10*time.Second)
 	for {
 		err := s.prepare(parent, ctx)
 		if parent.Err() != nil {
@@ -332,7 +333,7 @@ func (s *Sidecar) loop(parent, ctx context.Context) error {
 		}
 		s.setApplyErr(err)
 		if err == nil {
-			backoff.reset()
+			retry.Reset()
 			err = s.follow(parent, ctx)
 			if err == nil || parent.Err() != nil {
 				return nil
@@ -351,7 +352,7 @@ func (s *Sidecar) loop(parent, ctx context.Context) error {
 		if errors.As(err, &perm) {
 			return perm.err
 		}
-		wait := backoff.next()
+		wait := retry.Next()
 		if errors.Is(err, ErrSlotMissing) || errors.Is(err, ErrSlotReplaced) {
 			// Entries committed while the slot was gone are in no stream:
 			// prepare creates the slot when missing and drains the queue
@@ -631,7 +632,7 @@ func (s *Sidecar) consume(ctx context.Context, tx *Tx, items chan<- item) error 
 func (s *Sidecar) batch(parent, ctx context.Context, st *Stream, items <-chan item) error {
 	applyCtx, cancelApply := s.graceContext(parent, ctx)
 	defer cancelApply()
-	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
+	retry := backoff.New(100*time.Millisecond, 5*time.Second)
 	sweep := time.NewTicker(s.opts.SweepInterval)
 	defer sweep.Stop()
 	var mark *sweepMark
@@ -675,7 +676,7 @@ func (s *Sidecar) batch(parent, ctx context.Context, st *Stream, items <-chan it
 		buf, err = s.apply(applyCtx, st, buf)
 		s.setApplyErr(err)
 		if err == nil {
-			backoff.reset()
+			retry.Reset()
 			continue
 		}
 		if parent.Err() != nil {
@@ -686,7 +687,7 @@ func (s *Sidecar) batch(parent, ctx context.Context, st *Stream, items <-chan it
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		wait := backoff.next()
+		wait := retry.Next()
 		s.log.Warn("apply queue entries; retrying", "err", err, "transactions", len(buf), "retry_in", wait)
 		select {
 		case <-parent.Done():
@@ -856,7 +857,8 @@ func (s *Sidecar) waitVisible(ctx context.Context, xids []int64) error {
 		SELECT coalesce(bool_and(pg_catalog.pg_visible_in_snapshot(
 			(CASE WHEN fx > pg_catalog.pg_snapshot_xmax(snap)::text::int8 + 1000000 THEN fx - 4294967296 ELSE fx END)::text::xid8, snap)), true)
 		FROM x`
-	for wait := 100 * time.Microsecond; ; wait = min(2*wait, 10*time.Millisecond) {
+	poll := backoff.New(100*time.Microsecond, 10*time.Millisecond)
+	for {
 		var visible bool
 		if err := s.opts.DB.QueryRow(ctx, q, xids).Scan(&visible); err != nil {
 			return fmt.Errorf("wait for transactions to be visible: %w", err)
@@ -867,7 +869,7 @@ func (s *Sidecar) waitVisible(ctx context.Context, xids []int64) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(wait):
+		case <-time.After(poll.Next()):
 		}
 	}
 }
@@ -880,20 +882,4 @@ func (s *Sidecar) lag(now time.Time) time.Duration {
 		return 0
 	}
 	return max(now.Sub(s.inflight[0]), 0)
-}
-
-// backoff is an exponential backoff.
-type backoff struct{ min, max, cur time.Duration }
-
-func newBackoff(lo, hi time.Duration) *backoff { return &backoff{min: lo, max: hi} }
-
-func (b *backoff) reset() { b.cur = 0 }
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.min
-	} else {
-		b.cur = min(2*b.cur, b.max)
-	}
-	return b.cur
 }

@@ -407,6 +407,15 @@ func TestSidecarEndToEnd(t *testing.T) {
 	top := t
 	sc := e.start(t, t, nil)
 	ev, js := e.consume(t)
+	// later inserts outcome id on the master and waits for its event. The
+	// sidecar handles the slave's transactions in order, so once the event
+	// is in, whatever the earlier changes would still make (an event too
+	// many, a duplicate, a delete applied twice) is in too.
+	later := func(t *testing.T, id int) {
+		t.Helper()
+		exec(t, e.mpool, "INSERT INTO outcome VALUES ($1, 'later')", id)
+		pgtest.Eventually(t, "the event of a later change", func() bool { return len(ev.of(id)) == 1 })
+	}
 
 	exec(t, e.mpool, "INSERT INTO unit SELECT g, 'u' || g FROM generate_series(1, 6) g")
 	synced(t, e.spool, 6, "SELECT count(*) FROM unit")
@@ -449,7 +458,7 @@ func TestSidecarEndToEnd(t *testing.T) {
 		exec(t, e.mpool, "UPDATE outcome SET name = 'b' WHERE id = 1")
 		exec(t, e.mpool, "DELETE FROM outcome WHERE id = 1")
 		pgtest.Eventually(t, "three events of outcome 1", func() bool { return len(ev.of(1)) >= 3 })
-		time.Sleep(300 * time.Millisecond) // a fourth would show up now
+		later(t, 3) // a fourth would be in by then
 		got := ev.of(1)
 		var ops []event.Op
 		for _, x := range got {
@@ -498,7 +507,7 @@ func TestSidecarEndToEnd(t *testing.T) {
 		synced(t, e.spool, 0, "SELECT count(*) FROM unit WHERE id = 4")
 		pgtest.Eventually(t, "the event made while stopped", func() bool { return len(ev.of(2)) >= 12 })
 		synced(t, e.spool, 0, "SELECT count(*) FROM pgoutpost.denormalize_queue")
-		time.Sleep(500 * time.Millisecond)
+		later(t, 4)
 		if n := queryInt(t, e.spool, "SELECT count(*) FROM (SELECT unit_id FROM deleted_log GROUP BY unit_id HAVING count(*) > 1) d"); n != 0 {
 			t.Errorf("%d units were deleted more than once", n)
 		}
@@ -574,11 +583,24 @@ func TestSidecarEndToEnd(t *testing.T) {
 			code, body := sc.get(t, "/readyz")
 			return code == http.StatusServiceUnavailable && strings.Contains(body, "nats")
 		})
-		for range 10 {
-			time.Sleep(200 * time.Millisecond)
-			if queryInt(t, e.spool, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND confirmed_flush_lsn >= $2::pg_lsn", e.slot, end) != 0 {
-				t.Fatalf("the slot's confirmed_flush_lsn passed %s, the end of the unpublished transaction", end)
-			}
+		// Held back: the sidecar reports to its slot, twice, that it
+		// received the transaction, and acknowledges no more than before it.
+		const replied = `SELECT coalesce(max(r.reply_time)::text, '') FROM pg_stat_replication r
+			JOIN pg_replication_slots s ON s.active_pid = r.pid
+			WHERE s.slot_name = $1 AND r.write_lsn >= $2::pg_lsn AND r.reply_time > $3::timestamptz`
+		first := "-infinity"
+		for _, what := range []string{"the sidecar to report the transaction received", "the sidecar's next report"} {
+			pgtest.Eventually(t, what, func() bool {
+				at := queryText(t, e.spool, replied, e.slot, end, first)
+				if at == "" {
+					return false
+				}
+				first = at
+				return true
+			})
+		}
+		if queryInt(t, e.spool, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND confirmed_flush_lsn >= $2::pg_lsn", e.slot, end) != 0 {
+			t.Fatalf("the slot's confirmed_flush_lsn passed %s, the end of the unpublished transaction", end)
 		}
 		if err := e.nats.Restart(); err != nil {
 			t.Fatal(err)
@@ -626,8 +648,14 @@ func TestSidecarEndToEnd(t *testing.T) {
 		exec(t, e.mpool, "DELETE FROM unit WHERE id IN (5, 7)")
 		synced(t, e.spool, 2, "SELECT count(*) FROM pgoutpost.dead_letter")
 		synced(t, e.spool, 0, "SELECT count(*) FROM unit WHERE id = 5")
-		time.Sleep(300 * time.Millisecond) // a probe after the workload
-		code, body := sc.get(t, "/metrics")
+		// The gauges as of a probe after the workload.
+		var code int
+		var body string
+		pgtest.Eventually(t, "a probe to see the dead letters and no pending entry", func() bool {
+			code, body = sc.get(t, "/metrics")
+			return strings.Contains(body, "pgoutpost_queue_dead_letters{queue=\"delete\"} 2") &&
+				strings.Contains(body, "pgoutpost_queue_pending_entries{queue=\"delete\"} 0")
+		})
 		if code != http.StatusOK {
 			t.Fatalf("/metrics: %d", code)
 		}

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgoutpost/pgoutpost/decoder"
+	"github.com/pgoutpost/pgoutpost/internal/backoff"
 )
 
 // Stream defaults.
@@ -306,7 +307,7 @@ func (s *Stream) consume(ctx context.Context) error {
 
 // receive runs replication sessions, reconnecting with backoff.
 func (s *Stream) receive(ctx context.Context) error {
-	wait := s.cfg.ReconnectMin
+	retry := backoff.New(s.cfg.ReconnectMin, s.cfg.ReconnectMax)
 	for {
 		began := time.Now()
 		err := s.session(ctx)
@@ -316,9 +317,12 @@ func (s *Stream) receive(ctx context.Context) error {
 		if errors.Is(err, ErrSlotMissing) || errors.Is(err, ErrSlotReplaced) {
 			return err
 		}
+		// A session ends only in an error, so there is no success to reset
+		// on: one that outlived the longest wait counts as one.
 		if time.Since(began) > s.cfg.ReconnectMax {
-			wait = s.cfg.ReconnectMin
+			retry.Reset()
 		}
+		wait := retry.Next()
 		s.reconnects.Add(1)
 		s.log.Warn("replication stream interrupted", "err", err, "retry_in", wait)
 		select {
@@ -326,7 +330,6 @@ func (s *Stream) receive(ctx context.Context) error {
 			return ctx.Err()
 		case <-time.After(wait):
 		}
-		wait = min(2*wait, s.cfg.ReconnectMax)
 	}
 }
 

@@ -449,7 +449,7 @@ func TestStreamReconnectsAfterTerminate(t *testing.T) {
 			}
 			return n > 0
 		})
-		time.Sleep(time.Duration(100+rand.IntN(200)) * time.Millisecond)
+		time.Sleep(time.Duration(100+rand.IntN(200)) * time.Millisecond) // kills at random points of the workload
 	}
 	if err := <-produced; err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pgoutpost/pgoutpost/event"
+	"github.com/pgoutpost/pgoutpost/internal/backoff"
 	"github.com/pgoutpost/pgoutpost/internal/connstr"
 )
 
@@ -514,8 +515,7 @@ func (p *NATS) pump() {
 		retry    []*item // failed, in send order, to go before queue
 		paused   bool
 		lastErr  error
-		backoff  = p.opts.RetryMin
-		tries    int
+		tries    int // failed rounds since the last ack, which set the wait
 		timer    *time.Timer
 		timerC   <-chan time.Time
 	)
@@ -549,7 +549,7 @@ func (p *NATS) pump() {
 		}
 		it.batch.ack(it.idx)
 		if !paused && tries > 0 {
-			tries, backoff = 0, p.opts.RetryMin
+			tries = 0
 			p.working()
 		}
 	}
@@ -601,10 +601,10 @@ func (p *NATS) pump() {
 		}
 		if paused && len(inflight) == 0 && timerC == nil {
 			tries++
-			p.failing(lastErr, len(retry)+len(queue), tries, backoff)
-			timer = time.NewTimer(backoff)
+			wait := backoff.Delay(uint64(tries), p.opts.RetryMin, p.opts.RetryMax)
+			p.failing(lastErr, len(retry)+len(queue), tries, wait)
+			timer = time.NewTimer(wait)
 			timerC = timer.C
-			backoff = min(2*backoff, p.opts.RetryMax)
 		}
 
 		var okC <-chan *jetstream.PubAck
@@ -640,7 +640,7 @@ func (p *NATS) pump() {
 	}
 }
 
-func (p *NATS) failing(err error, pending, tries int, backoff time.Duration) {
+func (p *NATS) failing(err error, pending, tries int, wait time.Duration) {
 	if errors.Is(err, nats.ErrReconnectBufExceeded) {
 		// The reconnect buffer is off on purpose (it would reorder): say what
 		// it means rather than the client's words.
@@ -662,7 +662,7 @@ func (p *NATS) failing(err error, pending, tries int, backoff time.Duration) {
 	}
 	p.mu.Unlock()
 	p.opts.Logger.Log(context.Background(), level, "nats publish failed, retrying", "url", p.url, "err", err,
-		"pending", pending, "attempt", tries, "retry_in", backoff, "failing_for", since.Round(time.Millisecond))
+		"pending", pending, "attempt", tries, "retry_in", wait, "failing_for", since.Round(time.Millisecond))
 }
 
 // errDisconnected stands for the client's ErrReconnectBufExceeded in logs and

@@ -205,15 +205,13 @@ func TestReplicationCommands(t *testing.T) {
 		var m, s replication.Report
 		// A subscription's slot is inactive for a moment while its apply
 		// worker starts: poll until the master reports no problem.
-		for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		pgtest.Eventually(t, "the master's status to report no problem", func() bool {
 			m = replication.Report{}
 			if err := json.Unmarshal([]byte(mustRun(t, "status", "--json", "--config", mcfg)), &m); err != nil {
 				t.Fatal(err)
 			}
-			if len(m.Problems) == 0 || time.Now().After(deadline) {
-				break
-			}
-		}
+			return len(m.Problems) == 0
+		})
 		if len(m.Publications) != 3 || len(m.Problems) != 0 || len(m.Slots) < 1 {
 			t.Errorf("master status: %+v", m)
 		}

@@ -88,18 +88,13 @@ func TestDjangoReplication(t *testing.T) {
 
 	// A delete of a delete model reaches the slave as a queue row, not as a delete.
 	pgtest.Exec(t, master.DSN, "DELETE FROM catalog_marker WHERE id = 1")
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+	pgtest.Eventually(t, "the marker's delete_queue row on the slave", func() bool {
 		var n int
 		if err := spool.QueryRow(ctx, "SELECT count(*) FROM pgoutpost.delete_queue WHERE table_name = 'public.catalog_marker'").Scan(&n); err != nil {
 			t.Fatal(err)
 		}
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no delete_queue row on the slave within a minute")
-		}
-	}
+		return n == 1
+	})
 	var markers int
 	if err := spool.QueryRow(ctx, "SELECT count(*) FROM catalog_marker").Scan(&markers); err != nil || markers != 1 {
 		t.Errorf("slave markers = %d, %v; the delete must not replicate", markers, err)

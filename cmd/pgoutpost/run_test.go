@@ -99,20 +99,13 @@ func TestRunPropagates(t *testing.T) {
 	spool := pgtest.Pool(t, slave.DSN)
 	waitRows := func(want int, sql string) {
 		t.Helper()
-		deadline := time.Now().Add(time.Minute)
-		for {
+		pgtest.Eventually(t, fmt.Sprintf("%s = %d", sql, want), func() bool {
 			var n int
 			if err := spool.QueryRow(context.Background(), sql).Scan(&n); err != nil {
 				t.Fatal(err)
 			}
-			if n == want {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %d, want %d", sql, n, want)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return n == want
+		})
 	}
 	waitRows(2, "SELECT count(*) FROM unit")
 	pgtest.Exec(t, slave.DSN, "INSERT INTO report VALUES (1, 1), (2, 1), (3, 2)")
@@ -124,6 +117,11 @@ func TestRunPropagates(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var out, errs pgtest.Buffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("stdout:\n%s\nstderr:\n%s", out.String(), errs.String())
+		}
+	})
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"run", "--config", scfg, "--sink", "log", "--listen", addr, "--shutdown-grace", "5s"}, &out, &errs)
@@ -140,22 +138,13 @@ func TestRunPropagates(t *testing.T) {
 	pgtest.Exec(t, master.DSN, "INSERT INTO outcome VALUES (7, 'seven')")
 	waitRows(0, "SELECT count(*) FROM unit WHERE id = 1")
 	waitRows(1, "SELECT count(*) FROM report")
-	deadline := time.Now().Add(time.Minute)
-	for !strings.Contains(out.String(), `"table":"public.outcome"`) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no event on stdout:\n%s\nstderr:\n%s", out.String(), errs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
-		code, body, _ := httpGet(context.Background(), "http://"+addr+"/readyz")
-		if code == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz: %d %s", code, body)
-		}
-	}
+	pgtest.Eventually(t, "the outcome's event on stdout", func() bool {
+		return strings.Contains(out.String(), `"table":"public.outcome"`)
+	})
+	pgtest.Eventually(t, "/readyz to answer 200", func() bool {
+		code, _, _ := httpGet(context.Background(), "http://"+addr+"/readyz")
+		return code == http.StatusOK
+	})
 	if code, body, _ := httpGet(context.Background(), "http://"+addr+"/metrics"); code != http.StatusOK || !strings.Contains(body, "pgoutpost_queue_entries_total") || !strings.Contains(body, "go_goroutines") {
 		t.Errorf("/metrics: %d\n%s", code, body)
 	}
@@ -181,6 +170,11 @@ func TestRunPropagates(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		var out, errs pgtest.Buffer
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("stderr:\n%s", errs.String())
+			}
+		})
 		done := make(chan int, 1)
 		go func() {
 			done <- run(ctx, []string{"run", "--config", scfg, "--listen", addr}, &out, &errs)
@@ -189,35 +183,25 @@ func TestRunPropagates(t *testing.T) {
 			code, body, _ := httpGet(context.Background(), "http://"+addr+"/readyz")
 			return code, body
 		}
-		for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
-			code, body := readyz()
-			if code == http.StatusServiceUnavailable && strings.Contains(body, "nats") {
-				break
-			}
+		pgtest.Eventually(t, "/readyz to answer 503 naming nats", func() bool {
 			select {
 			case code := <-done:
 				t.Fatalf("run exited with %d while NATS was down:\n%s", code, errs.String())
 			default:
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("/readyz: %d %s", code, body)
-			}
-		}
+			code, body := readyz()
+			return code == http.StatusServiceUnavailable && strings.Contains(body, "nats")
+		})
 		// Deletes go on without NATS.
 		pgtest.Exec(t, master.DSN, "DELETE FROM unit WHERE id = 2")
 		waitRows(0, "SELECT count(*) FROM unit WHERE id = 2")
 		if err := ns.Restart(); err != nil {
 			t.Fatal(err)
 		}
-		for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
-			code, body := readyz()
-			if code == http.StatusOK {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("not ready a minute after NATS came back: %d %s\n%s", code, body, errs.String())
-			}
-		}
+		pgtest.Eventually(t, "/readyz to answer 200 once NATS is back", func() bool {
+			code, _ := readyz()
+			return code == http.StatusOK
+		})
 		cancel()
 		if code := <-done; code != exitOK {
 			t.Errorf("exit %d, want 0\n%s", code, errs.String())

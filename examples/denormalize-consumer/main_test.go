@@ -109,12 +109,8 @@ func TestKeepsOutcomeNameUpToDate(t *testing.T) {
 	}
 	for _, s := range steps {
 		s.send()
-		deadline := time.Now().Add(30 * time.Second)
-		got := names()
-		for got != s.want && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-			got = names()
-		}
+		var got string
+		pgtest.Eventually(t, s.name, func() bool { got = names(); return got == s.want })
 		if got != s.want {
 			t.Fatalf("%s: app_report is %q, want %q\n%s", s.name, got, s.want, out.String())
 		}
