@@ -27,10 +27,17 @@ func TestStartWhileNATSDown(t *testing.T) {
 
 	e.nats.Stop()
 	sc := e.startSidecar(t)
-	time.Sleep(8 * time.Second)
-	sc.mu.Lock()
-	exited := sc.exitedLocked()
-	sc.mu.Unlock()
+	hasExited := func() bool {
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		return sc.exitedLocked()
+	}
+	// Waiting shows as retries: two background attempts to reach NATS
+	// after the first one failed, or an exit.
+	pgtest.Eventually(t, "the sidecar's second retry to reach NATS, or its exit", func() bool {
+		return hasExited() || logCount(sc, "NATS still unreachable") >= 2
+	})
+	exited := hasExited()
 	if exited {
 		t.Errorf("pgoutpost run exited while NATS was down (%v) instead of waiting for it", sc.unexpected)
 	}
@@ -64,22 +71,18 @@ func TestSlaveRestartWhileBusy(t *testing.T) {
 	e.nats.Stop()
 	pgtest.Exec(t, e.master.DSN, "UPDATE shop_outcome SET score = score + 1 WHERE id = 1")
 	spool := pgtest.Pool(t, e.slave.DSN)
-	deadline := time.Now().Add(time.Minute)
-	for {
+	pgtest.Eventually(t, "the entry in the slave's queue", func() bool {
 		var n int
 		if err := spool.QueryRow(ctx, "SELECT count(*) FROM pgoutpost.denormalize_queue").Scan(&n); err != nil {
 			t.Fatal(err)
 		}
-		if n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the entry did not reach the slave's queue within a minute")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	time.Sleep(time.Second) // the sidecar has it and tries to publish
+		return n > 0
+	})
 	spool.Close()
+	// The sidecar has the entry once it has failed to publish it.
+	pgtest.Eventually(t, "the sidecar's first failed publish", func() bool {
+		return logCount(sc, "nats publish failed") > 0
+	})
 
 	hung, err := restartSlave(ctx, e.slave.Cluster, sc)
 	if err != nil {

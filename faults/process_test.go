@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -216,4 +217,18 @@ func consume(ctx context.Context, js jetstream.JetStream, opts consumer.Options,
 		stop()
 	}
 	return nil
+}
+
+// logCount is how often the sidecar's log since its last start
+// holds substr: the suite's signal that it has done something it logs.
+func logCount(s *sidecar, substr string) int {
+	b, err := os.ReadFile(s.log)
+	if err != nil {
+		return 0
+	}
+	log := string(b)
+	if i := strings.LastIndex(log, "----- start "); i >= 0 {
+		log = log[i:]
+	}
+	return strings.Count(log, substr)
 }
