@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/pgoutpost/pgoutpost/queue"
+	"github.com/pgoutpost/pgoutpost/catalog"
 	"github.com/pgoutpost/pgoutpost/replication"
 	"github.com/pgoutpost/pgoutpost/sink"
 )
@@ -147,7 +147,7 @@ func (s *Sidecar) probeOnce(ctx context.Context, reconnects *uint64) {
 	m.ready.Set(boolGauge(len(s.notReady(now)) == 0))
 }
 
-// probeDB reads the slot, the queue depths and dead letters (queue.Depths)
+// probeDB reads the slot, the queue depths and dead letters (catalog.Depths)
 // and the tables being copied, and sets their gauges.
 func (s *Sidecar) probeDB(ctx context.Context, p *probeState) error {
 	m := s.metrics
@@ -190,7 +190,7 @@ func (s *Sidecar) probeDB(ctx context.Context, p *probeState) error {
 	// Counted up to a bound: the probe runs every ProbeInterval, and a
 	// backlog of millions of rows (a large transaction) must not be read
 	// whole each time.
-	depths, err := queue.Depths(ctx, s.opts.DB, s.opts.SeedQueues, maxCountedDepth)
+	depths, err := catalog.Depths(ctx, s.opts.DB, s.opts.SeedQueues, maxCountedDepth)
 	if err != nil {
 		return err
 	}
