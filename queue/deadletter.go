@@ -3,12 +3,12 @@ package queue
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgoutpost/pgoutpost/catalog"
 	"github.com/pgoutpost/pgoutpost/registry"
 )
 
@@ -171,14 +171,8 @@ ON CONFLICT (id) DO NOTHING`, q, all, ids)
 	return total, nil
 }
 
-// QueueDepth is the state of one queue table.
-type QueueDepth struct {
-	Queue       string        `json:"queue"`
-	Table       string        `json:"table"`
-	Pending     int64         `json:"pending"`
-	OldestAge   time.Duration `json:"oldest_age_ns"`
-	DeadLetters int64         `json:"dead_letters"`
-}
+// QueueDepth is the state of one queue table (catalog.Depths reads it).
+type QueueDepth = catalog.QueueDepth
 
 // Status is what `pgoutpost queue status` reports.
 type Status struct {
@@ -186,72 +180,10 @@ type Status struct {
 	DeadLetters []DeadLetterEntry `json:"dead_letters"` // the latest, newest first
 }
 
-// existingQueues returns the queues whose table exists: pgoutpost's two,
-// and the seed's with seed.
-func existingQueues(ctx context.Context, db querier, seed bool) ([]string, error) {
-	queues := []string{QueueDelete, QueueDenormalize}
-	if seed {
-		queues = append(queues, QueueSeedDelete, QueueSeedDenormalize)
-	}
-	var out []string
-	for _, q := range queues {
-		qt, _ := queueTable(q)
-		exists, err := tableExists(ctx, db, qt)
-		if err != nil {
-			return nil, err
-		}
-		if exists {
-			out = append(out, q)
-		}
-	}
-	return out, nil
-}
-
-// Depths returns the depth of each queue table that exists (the seed queues
-// only with seed), with the age of its oldest entry and its number of dead
-// letters. With limit > 0 a depth is counted up to limit only (Pending is
-// then at most limit): a probe that runs every few seconds must not read a
-// backlog of millions of rows each time.
-func Depths(ctx context.Context, db querier, seed bool, limit int) ([]QueueDepth, error) {
-	queues, err := existingQueues(ctx, db, seed)
-	if err != nil {
-		return nil, err
-	}
-	var out []QueueDepth
-	for _, q := range queues {
-		qt, _ := queueTable(q)
-		d := QueueDepth{Queue: q, Table: qt.String()}
-		var oldest *time.Time
-		var now time.Time
-		// The oldest entry: pgoutpost's by its id (a UUIDv7, through the
-		// primary key's index), the seed's by created_at.
-		by := "id"
-		if q == QueueSeedDelete || q == QueueSeedDenormalize {
-			by = "created_at"
-		}
-		from := qt.Sanitize()
-		if limit > 0 {
-			from = "(SELECT FROM " + qt.Sanitize() + " LIMIT " + strconv.Itoa(limit) + ") AS q"
-		}
-		sql := "SELECT count(*), (SELECT created_at FROM " + qt.Sanitize() + " ORDER BY " + by + " LIMIT 1), pg_catalog.now() FROM " + from
-		if err := db.QueryRow(ctx, sql).Scan(&d.Pending, &oldest, &now); err != nil {
-			return nil, fmt.Errorf("count entries of %s: %w", qt, err)
-		}
-		if oldest != nil {
-			d.OldestAge = max(0, now.Sub(*oldest))
-		}
-		if err := db.QueryRow(ctx, "SELECT count(*) FROM pgoutpost.dead_letter WHERE queue = $1", q).Scan(&d.DeadLetters); err != nil {
-			return nil, fmt.Errorf("count dead letters of %s: %w", q, err)
-		}
-		out = append(out, d)
-	}
-	return out, nil
-}
-
 // ReadStatus returns the queue depths and the latest dead letters (at most
 // latest of them, newest first).
 func ReadStatus(ctx context.Context, db querier, seed bool, latest int) (*Status, error) {
-	qs, err := Depths(ctx, db, seed, 0)
+	qs, err := catalog.Depths(ctx, db, seed, 0)
 	if err != nil {
 		return nil, err
 	}

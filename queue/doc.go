@@ -116,7 +116,8 @@
 //     own master transaction.
 //
 // Retry puts dead letters back (the local publication streams the
-// re-inserted row to the sidecar); ReadStatus and Depths report the queues.
+// re-inserted row to the sidecar); ReadStatus reports the queues, their
+// depths as package catalog reads them.
 // With ProcessorOptions.SeedQueues the tables of django-logical-replication
 // (SeedDeleteQueue, SeedDenormalizeQueue) are read as well, their content
 // types resolved to the registry's models by Django label; InstallOptions

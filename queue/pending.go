@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgoutpost/pgoutpost/catalog"
 )
 
 // Pending reads entries already waiting in the slave's queue tables, for the
@@ -141,14 +143,14 @@ func parseTimestamptz(s string) (time.Time, error) {
 // WaitingIDs returns the ids of up to limit entries of each queue table
 // (the seed's too with seed), each as "queue/id", for the sidecar's sweep.
 func WaitingIDs(ctx context.Context, db querier, seed bool, limit int) ([]string, error) {
-	queues, err := existingQueues(ctx, db, seed)
+	queues, err := catalog.Queues(ctx, db, seed)
 	if err != nil {
 		return nil, err
 	}
 	var out []string
 	for _, q := range queues {
-		qt, _ := queueTable(q)
-		rows, err := db.Query(ctx, "SELECT $1::text || '/' || id::text FROM "+qt.Sanitize()+" ORDER BY id LIMIT $2", q, limit)
+		qt := q.Table
+		rows, err := db.Query(ctx, "SELECT $1::text || '/' || id::text FROM "+qt.Sanitize()+" ORDER BY id LIMIT $2", q.Name, limit)
 		if err != nil {
 			return nil, fmt.Errorf("read the entries waiting in %s: %w", qt, err)
 		}

@@ -14,18 +14,20 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgoutpost/pgoutpost/cascade"
+	"github.com/pgoutpost/pgoutpost/catalog"
 	"github.com/pgoutpost/pgoutpost/registry"
 	"github.com/pgoutpost/pgoutpost/sink"
 )
 
 // Queue names, as Entry.Queue, dead_letter.queue, metrics labels and the
-// queue part of Nats-Msg-Id spell them.
+// queue part of Nats-Msg-Id spell them (defined by the catalog, which counts
+// the queues).
 const (
-	QueueDelete      = "delete"
-	QueueDenormalize = "denormalize"
+	QueueDelete      = catalog.QueueDelete
+	QueueDenormalize = catalog.QueueDenormalize
 	// The queues of django-logical-replication (ProcessorOptions.SeedQueues).
-	QueueSeedDelete      = "logical_replication_deletequeue"      // registry.SeedDeleteQueue's name
-	QueueSeedDenormalize = "logical_replication_denormalizequeue" // registry.SeedDenormalizeQueue's name
+	QueueSeedDelete      = catalog.QueueSeedDelete
+	QueueSeedDenormalize = catalog.QueueSeedDenormalize
 )
 
 // Results of an entry, as Observer.EntryDone reports them.

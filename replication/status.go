@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgoutpost/pgoutpost/catalog"
 	"github.com/pgoutpost/pgoutpost/registry"
 )
 
@@ -39,14 +40,7 @@ type Report struct {
 }
 
 // Settings are the server settings replication depends on.
-type Settings struct {
-	WalLevel            string `json:"wal_level"`
-	MaxReplicationSlots int    `json:"max_replication_slots"`
-	MaxWalSenders       int    `json:"max_wal_senders"`
-	SlotsUsed           int    `json:"slots_used"`
-	WalSendersUsed      int    `json:"wal_senders_used"`
-	SynchronousStandbys string `json:"synchronous_standby_names"`
-}
+type Settings = catalog.Settings
 
 // PublicationStatus is a publication and its tables.
 type PublicationStatus struct {
@@ -56,21 +50,7 @@ type PublicationStatus struct {
 }
 
 // SlotStatus is a replication slot of the server.
-type SlotStatus struct {
-	Name      string `json:"name"`
-	Plugin    string `json:"plugin,omitempty"`
-	Database  string `json:"database,omitempty"`
-	Active    bool   `json:"active"`
-	WalStatus string `json:"wal_status,omitempty"`
-	// SafeWalSize is how many more bytes of WAL may be written before the slot
-	// is lost (null when max_slot_wal_keep_size is unlimited).
-	SafeWalSize *int64 `json:"safe_wal_size"`
-	// LagBytes is the WAL not yet confirmed by the consumer
-	// (pg_current_wal_lsn() - confirmed_flush_lsn); RetainedBytes the WAL the
-	// slot keeps (pg_current_wal_lsn() - restart_lsn).
-	LagBytes      *int64 `json:"lag_bytes"`
-	RetainedBytes *int64 `json:"retained_bytes"`
-}
+type SlotStatus = catalog.Slot
 
 // SubscriptionStatus is a subscription of the slave.
 type SubscriptionStatus struct {
@@ -161,18 +141,12 @@ func (r *Report) problem(format string, args ...any) {
 }
 
 func (r *Report) readSettings(ctx context.Context, db DB) error {
-	s := &r.Settings
-	err := db.QueryRow(ctx, `
-		SELECT current_setting('wal_level'), current_setting('max_replication_slots')::int,
-		       current_setting('max_wal_senders')::int,
-		       (SELECT count(*) FROM pg_replication_slots)::int,
-		       (SELECT count(*) FROM pg_stat_replication)::int,
-		       current_setting('synchronous_standby_names')`).
-		Scan(&s.WalLevel, &s.MaxReplicationSlots, &s.MaxWalSenders, &s.SlotsUsed, &s.WalSendersUsed, &s.SynchronousStandbys)
-	if err != nil {
-		return fmt.Errorf("read settings: %w", err)
+	var err error
+	if r.Settings, err = catalog.ReadSettings(ctx, db); err != nil {
+		return err
 	}
-	if s.WalLevel != "logical" {
+	s := &r.Settings
+	if !s.LogicalWAL() {
 		if r.Role == "master" {
 			r.problem("wal_level is %s, not logical: publications send nothing; set wal_level = logical and restart the server", s.WalLevel)
 		} else {
@@ -204,22 +178,9 @@ func (r *Report) readSettings(ctx context.Context, db DB) error {
 }
 
 func (r *Report) readSlots(ctx context.Context, db DB) error {
-	rows, err := db.Query(ctx, `
-		SELECT slot_name::text, coalesce(plugin::text, ''), coalesce(database::text, ''), active,
-		       coalesce(wal_status, ''), safe_wal_size,
-		       (CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn() - confirmed_flush_lsn END)::int8,
-		       (CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn() - restart_lsn END)::int8
-		FROM pg_replication_slots ORDER BY slot_name`)
+	slots, err := catalog.Slots(ctx, db)
 	if err != nil {
-		return fmt.Errorf("read replication slots: %w", err)
-	}
-	slots, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (SlotStatus, error) {
-		var s SlotStatus
-		err := row.Scan(&s.Name, &s.Plugin, &s.Database, &s.Active, &s.WalStatus, &s.SafeWalSize, &s.LagBytes, &s.RetainedBytes)
-		return s, err
-	})
-	if err != nil {
-		return fmt.Errorf("read replication slots: %w", err)
+		return err
 	}
 	r.Slots = append(r.Slots, slots...)
 	var keep string
@@ -264,26 +225,20 @@ func (r *Report) readQueues(ctx context.Context, db DB, checks SlaveChecks) erro
 		r.problem("pgoutpost's queue tables are not installed: run `pgoutpost queue install`")
 		return nil
 	}
-	r.Queues = map[string]int64{}
-	seed, err := existingTables(ctx, db, []registry.TableName{registry.SeedDeleteQueue, registry.SeedDenormalizeQueue})
+	// Counted whole (no limit): status runs once, and says how deep a
+	// queue is; django-logical-replication's queues too where they exist.
+	depths, err := catalog.Depths(ctx, db, true, 0)
 	if err != nil {
 		return err
 	}
-	for _, q := range []registry.TableName{registry.DeleteQueue, registry.DenormalizeQueue, registry.SeedDeleteQueue, registry.SeedDenormalizeQueue} {
-		if q.Schema != registry.QueueSchema && !seed[q] { // no django-logical-replication here
-			continue
-		}
-		var n int64
-		if err := db.QueryRow(ctx, "SELECT count(*) FROM "+q.Sanitize()).Scan(&n); err != nil {
-			return fmt.Errorf("count %s: %w", q, err)
-		}
-		r.Queues[q.String()] = n
+	r.Queues = map[string]int64{}
+	for _, d := range depths {
+		r.Queues[d.Table] = d.Pending
 	}
 	if r.Role == "master" {
 		return nil
 	}
-	var n int64
-	if err := db.QueryRow(ctx, "SELECT count(*) FROM "+registry.DeadLetter.Sanitize()).Scan(&n); err == nil {
+	if n, err := catalog.DeadLetters(ctx, db); err == nil {
 		r.DeadLetters = &n
 		if n > 0 {
 			r.problem("%d queue entries are dead letters: see `pgoutpost queue status` and retry them with `pgoutpost queue retry` once fixed", n)

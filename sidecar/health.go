@@ -8,11 +8,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/pgoutpost/pgoutpost/queue"
+	"github.com/pgoutpost/pgoutpost/catalog"
 	"github.com/pgoutpost/pgoutpost/replication"
 	"github.com/pgoutpost/pgoutpost/sink"
 )
@@ -38,8 +37,6 @@ type statser interface{ Stats() sink.Stats }
 
 // maxCountedDepth bounds the count of pgoutpost_queue_pending_entries.
 const maxCountedDepth = 1000000
-
-func isNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
 
 // shuttingDown reports an error of a server that is shutting down:
 // cannot_connect_now for a new connection, admin_shutdown for a session it ends.
@@ -147,50 +144,33 @@ func (s *Sidecar) probeOnce(ctx context.Context, reconnects *uint64) {
 	m.ready.Set(boolGauge(len(s.notReady(now)) == 0))
 }
 
-// probeDB reads the slot, the queue depths and dead letters (queue.Depths)
-// and the tables being copied, and sets their gauges.
+// probeDB reads the slot, the queue depths and dead letters (the seed
+// queues' too with SeedQueues) and the tables being copied, and sets their
+// gauges.
 func (s *Sidecar) probeDB(ctx context.Context, p *probeState) error {
 	m := s.metrics
-	var status, app *string
-	var active bool
-	var safe, lag *int64
-	var pid *int64
-	err := s.opts.DB.QueryRow(ctx, `SELECT r.active, r.wal_status, r.safe_wal_size,
-			(pg_catalog.pg_current_wal_lsn() - r.confirmed_flush_lsn)::int8, r.active_pid::int8,
-			(SELECT coalesce(nullif(a.application_name, ''), '?') || ' from ' || coalesce(host(a.client_addr), 'a local socket')
-			 FROM pg_catalog.pg_stat_activity a WHERE a.pid = r.active_pid)
-		FROM pg_catalog.pg_replication_slots r WHERE r.slot_name = $1 AND r.database = current_database()`,
-		s.opts.Slot).Scan(&active, &status, &safe, &lag, &pid, &app)
-	switch {
-	case isNoRows(err):
-	case err != nil:
-		return fmt.Errorf("read replication slot %q: %w", s.opts.Slot, err)
-	default:
-		p.slotFound, p.slotActive = true, active
-		if pid != nil {
-			p.holder = uint32(*pid)
-		}
-		if app != nil {
-			p.holderApp = *app
-		}
-		if status != nil {
-			p.walStatus = *status
-		}
+	slot, found, err := catalog.FindSlot(ctx, s.opts.DB, s.opts.Slot)
+	if err != nil {
+		return err
+	}
+	if found {
+		p.slotFound, p.slotActive, p.walStatus = true, slot.Active, slot.WalStatus
+		p.holder, p.holderApp = slot.ActivePID, slot.Holder
 		m.setWALStatus(p.walStatus)
-		if safe != nil {
-			m.safeWAL.Set(float64(*safe))
+		if slot.SafeWalSize != nil {
+			m.safeWAL.Set(float64(*slot.SafeWalSize))
 		} else {
 			m.safeWAL.Set(-1)
 		}
-		if lag != nil {
-			m.slotLag.Set(float64(*lag))
+		if slot.LagBytes != nil {
+			m.slotLag.Set(float64(*slot.LagBytes))
 		}
 	}
 
 	// Counted up to a bound: the probe runs every ProbeInterval, and a
 	// backlog of millions of rows (a large transaction) must not be read
 	// whole each time.
-	depths, err := queue.Depths(ctx, s.opts.DB, s.opts.SeedQueues, maxCountedDepth)
+	depths, err := catalog.Depths(ctx, s.opts.DB, s.opts.SeedQueues, maxCountedDepth)
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/pgoutpost/pgoutpost/catalog"
 	"github.com/pgoutpost/pgoutpost/decoder"
 	"github.com/pgoutpost/pgoutpost/internal/backoff"
 	"github.com/pgoutpost/pgoutpost/queue"
@@ -291,18 +292,20 @@ func (s *Sidecar) Run(ctx context.Context) error {
 
 // check makes sure the slave has what `pgoutpost queue install` creates.
 func (s *Sidecar) check(ctx context.Context) error {
-	var walLevel string
+	settings, err := catalog.ReadSettings(ctx, s.opts.DB)
+	if err != nil {
+		return fmt.Errorf("check the slave database: %w", err)
+	}
 	var del, den, pub bool
-	err := s.opts.DB.QueryRow(ctx, `SELECT current_setting('wal_level'),
-		to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL,
+	err = s.opts.DB.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL,
 		EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = $3)`,
-		queue.DeleteQueue.Sanitize(), queue.DenormalizeQueue.Sanitize(), s.opts.Publication).Scan(&walLevel, &del, &den, &pub)
+		queue.DeleteQueue.Sanitize(), queue.DenormalizeQueue.Sanitize(), s.opts.Publication).Scan(&del, &den, &pub)
 	if err != nil {
 		return fmt.Errorf("check the slave database: %w", err)
 	}
 	var missing []error
-	if walLevel != "logical" {
-		missing = append(missing, fmt.Errorf("wal_level is %s on the slave: the sidecar's slot needs wal_level = logical (set it and restart PostgreSQL)", walLevel))
+	if !settings.LogicalWAL() {
+		missing = append(missing, fmt.Errorf("wal_level is %s on the slave: the sidecar's slot needs wal_level = logical (set it and restart PostgreSQL)", settings.WalLevel))
 	}
 	if !del || !den {
 		missing = append(missing, fmt.Errorf("%w: the queue tables %s and %s are missing; run `pgoutpost queue install` with the slave's configuration", ErrNotInstalled, queue.DeleteQueue, queue.DenormalizeQueue))
@@ -470,23 +473,21 @@ const drainProgressEvery = 10 * time.Second
 // ensureSlot creates the slot when it is missing; an invalidated slot is
 // dropped and created again.
 func (s *Sidecar) ensureSlot(ctx context.Context) error {
-	var status, plugin *string
-	err := s.opts.DB.QueryRow(ctx, `SELECT wal_status, plugin FROM pg_catalog.pg_replication_slots
-		WHERE slot_name = $1 AND database = current_database()`, s.opts.Slot).Scan(&status, &plugin)
+	slot, found, err := catalog.FindSlot(ctx, s.opts.DB, s.opts.Slot)
 	switch {
-	case err == nil && (plugin == nil || *plugin != "pgoutput"):
+	case err != nil:
+		return err
+	case found && slot.Plugin != "pgoutput":
 		return &permanentError{fmt.Errorf("replication slot %q is not a logical pgoutput slot: drop it or choose another sidecar.slot", s.opts.Slot)}
-	case err == nil && status != nil && *status == "lost":
+	case found && slot.WalStatus == "lost":
 		s.log.Error("REPLICATION SLOT INVALIDATED: the slave removed WAL the sidecar's slot still needed; "+
 			"dropping and recreating the slot and recovering from the queue tables, which hold every entry not yet done",
 			"slot", s.opts.Slot)
 		if err := s.dropSlot(ctx); err != nil {
 			return err
 		}
-	case err == nil:
+	case found:
 		return nil
-	case !isNoRows(err):
-		return fmt.Errorf("read replication slot %q: %w", s.opts.Slot, err)
 	}
 	var lsn string
 	err = s.opts.DB.QueryRow(ctx, "SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')", s.opts.Slot).Scan(&lsn)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgoutpost/pgoutpost/catalog"
 	"github.com/pgoutpost/pgoutpost/config"
 	"github.com/pgoutpost/pgoutpost/registry"
 )
@@ -64,21 +65,18 @@ slave), with the GRANT that gives it. Exits 0 when the configuration is valid
 // and the sidecar's slot (slave) need wal_level = logical, and a slot and a
 // sender to stream.
 func serverProblems(ctx context.Context, conn *pgx.Conn) (registry.Problems, error) {
-	var walLevel string
-	var slots, senders int
-	err := conn.QueryRow(ctx, `SELECT current_setting('wal_level'),
-		current_setting('max_replication_slots')::int, current_setting('max_wal_senders')::int`).Scan(&walLevel, &slots, &senders)
+	s, err := catalog.ReadSettings(ctx, conn)
 	if err != nil {
-		return nil, fmt.Errorf("read server settings: %w", err)
+		return nil, err
 	}
 	var ps registry.Problems
-	if walLevel != "logical" {
+	if !s.LogicalWAL() {
 		ps = append(ps, registry.Problem{Severity: registry.Error, Subject: "database",
-			Message: fmt.Sprintf("wal_level is %s; publications and the sidecar's slot need logical: ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL", walLevel)})
+			Message: fmt.Sprintf("wal_level is %s; publications and the sidecar's slot need logical: ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL", s.WalLevel)})
 	}
-	if slots < 1 || senders < 1 {
+	if s.MaxReplicationSlots < 1 || s.MaxWalSenders < 1 {
 		ps = append(ps, registry.Problem{Severity: registry.Error, Subject: "database",
-			Message: fmt.Sprintf("max_replication_slots is %d and max_wal_senders is %d; each needs at least 1 for the sidecar (plus one per subscription on the master)", slots, senders)})
+			Message: fmt.Sprintf("max_replication_slots is %d and max_wal_senders is %d; each needs at least 1 for the sidecar (plus one per subscription on the master)", s.MaxReplicationSlots, s.MaxWalSenders)})
 	}
 	return ps, nil
 }
