@@ -39,7 +39,7 @@ func enqueue(t *testing.T, dsn string, n int) {
 }
 
 // deadLetter adds a dead letter of queue q.
-func deadLetter(t *testing.T, dsn, q string) {
+func deadLetter(t *testing.T, dsn string, q registry.Queue) {
 	t.Helper()
 	pgtest.Exec(t, dsn, `INSERT INTO pgoutpost.dead_letter (queue, entry_id, entry, error)
 		VALUES ($1, gen_random_uuid(), '{}', 'test')`, q)
@@ -115,7 +115,7 @@ func TestDepthsCountUpToTheLimit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(ds) != 2 || ds[0].Queue != catalog.QueueDelete || ds[0].Pending != int64(c.want) {
+		if len(ds) != 2 || ds[0].Queue != registry.DeleteQueue || ds[0].Pending != int64(c.want) {
 			t.Errorf("limit %d: depths %+v, want %d delete entries", c.limit, ds, c.want)
 			continue
 		}
@@ -131,7 +131,7 @@ func TestDepthsSeedQueues(t *testing.T) {
 	ctx := context.Background()
 	db, pool := slave(t)
 	enqueue(t, db.DSN, 2)
-	deadLetter(t, db.DSN, catalog.QueueDelete)
+	deadLetter(t, db.DSN, registry.DeleteQueue)
 
 	ds, err := catalog.Depths(ctx, pool, true, 0)
 	if err != nil {
@@ -144,8 +144,8 @@ func TestDepthsSeedQueues(t *testing.T) {
 	pgtest.Exec(t, db.DSN, seedQueues)
 	pgtest.Exec(t, db.DSN, `INSERT INTO logical_replication_deletequeue (id, object_pk, content_type_id, created_at) VALUES
 		(gen_random_uuid(), '1', 1, now() - interval '2 hours'), (gen_random_uuid(), '2', 1, now())`)
-	deadLetter(t, db.DSN, catalog.QueueSeedDelete)
-	deadLetter(t, db.DSN, catalog.QueueSeedDelete)
+	deadLetter(t, db.DSN, registry.SeedDeleteQueue)
+	deadLetter(t, db.DSN, registry.SeedDeleteQueue)
 	deadLetter(t, db.DSN, "a_queue_whose_table_is_gone")
 
 	ds, err = catalog.Depths(ctx, pool, false, 0)
@@ -160,9 +160,9 @@ func TestDepthsSeedQueues(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []struct {
-		queue         string
+		queue         registry.Queue
 		pending, dead int64
-	}{{catalog.QueueDelete, 1, 1}, {catalog.QueueDenormalize, 0, 0}, {catalog.QueueSeedDelete, 1, 2}, {catalog.QueueSeedDenormalize, 0, 0}}
+	}{{registry.DeleteQueue, 1, 1}, {registry.DenormalizeQueue, 0, 0}, {registry.SeedDeleteQueue, 1, 2}, {registry.SeedDenormalizeQueue, 0, 0}}
 	if len(ds) != len(want) {
 		t.Fatalf("depths %+v, want %d queues", ds, len(want))
 	}

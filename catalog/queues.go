@@ -9,43 +9,17 @@ import (
 	"github.com/pgoutpost/pgoutpost/registry"
 )
 
-// Queue names, as dead_letter.queue, the metrics' queue label and the queue
-// part of an event's Nats-Msg-Id spell them (package queue uses them as
-// Entry.Queue).
-const (
-	QueueDelete      = "delete"
-	QueueDenormalize = "denormalize"
-	// The queues of django-logical-replication.
-	QueueSeedDelete      = "logical_replication_deletequeue"      // registry.SeedDeleteQueue's name
-	QueueSeedDenormalize = "logical_replication_denormalizequeue" // registry.SeedDenormalizeQueue's name
-)
-
-// Queue is a queue and its table.
-type Queue struct {
-	Name  string // QueueDelete, QueueDenormalize, QueueSeedDelete or QueueSeedDenormalize
-	Table registry.TableName
-	Seed  bool // one of django-logical-replication's
-}
-
-// allQueues are the queues in the order they are reported.
-var allQueues = []Queue{
-	{Name: QueueDelete, Table: registry.DeleteQueue},
-	{Name: QueueDenormalize, Table: registry.DenormalizeQueue},
-	{Name: QueueSeedDelete, Table: registry.SeedDeleteQueue, Seed: true},
-	{Name: QueueSeedDenormalize, Table: registry.SeedDenormalizeQueue, Seed: true},
-}
-
 // Queues returns the queues whose table exists: pgoutpost's two, and
 // django-logical-replication's with seed.
-func Queues(ctx context.Context, q Querier, seed bool) ([]Queue, error) {
-	var out []Queue
-	for _, qu := range allQueues {
-		if qu.Seed && !seed {
+func Queues(ctx context.Context, q Querier, seed bool) ([]registry.Queue, error) {
+	var out []registry.Queue
+	for _, qu := range registry.Queues {
+		if qu.Seed() && !seed {
 			continue
 		}
 		var exists bool
-		if err := q.QueryRow(ctx, "SELECT pg_catalog.to_regclass($1) IS NOT NULL", qu.Table.Sanitize()).Scan(&exists); err != nil {
-			return nil, fmt.Errorf("look up table %s: %w", qu.Table, err)
+		if err := q.QueryRow(ctx, "SELECT pg_catalog.to_regclass($1) IS NOT NULL", qu.Table().Sanitize()).Scan(&exists); err != nil {
+			return nil, fmt.Errorf("look up table %s: %w", qu.Table(), err)
 		}
 		if exists {
 			out = append(out, qu)
@@ -56,11 +30,11 @@ func Queues(ctx context.Context, q Querier, seed bool) ([]Queue, error) {
 
 // QueueDepth is the state of one queue table.
 type QueueDepth struct {
-	Queue       string        `json:"queue"`
-	Table       string        `json:"table"`
-	Pending     int64         `json:"pending"`
-	OldestAge   time.Duration `json:"oldest_age_ns"`
-	DeadLetters int64         `json:"dead_letters"`
+	Queue       registry.Queue `json:"queue"`
+	Table       string         `json:"table"`
+	Pending     int64          `json:"pending"`
+	OldestAge   time.Duration  `json:"oldest_age_ns"`
+	DeadLetters int64          `json:"dead_letters"`
 }
 
 // Depths returns the depth of each queue table that exists (the seed queues
@@ -75,28 +49,28 @@ func Depths(ctx context.Context, q Querier, seed bool, limit int) ([]QueueDepth,
 	}
 	var out []QueueDepth
 	for _, qu := range queues {
-		d := QueueDepth{Queue: qu.Name, Table: qu.Table.String()}
+		d := QueueDepth{Queue: qu, Table: qu.Table().String()}
 		var oldest *time.Time
 		var now time.Time
 		// The oldest entry: pgoutpost's by its id (a UUIDv7, through the
 		// primary key's index), the seed's by created_at.
 		by := "id"
-		if qu.Seed {
+		if qu.Seed() {
 			by = "created_at"
 		}
-		from := qu.Table.Sanitize()
+		from := qu.Table().Sanitize()
 		if limit > 0 {
-			from = "(SELECT FROM " + qu.Table.Sanitize() + " LIMIT " + strconv.Itoa(limit) + ") AS q"
+			from = "(SELECT FROM " + qu.Table().Sanitize() + " LIMIT " + strconv.Itoa(limit) + ") AS q"
 		}
-		sql := "SELECT count(*), (SELECT created_at FROM " + qu.Table.Sanitize() + " ORDER BY " + by + " LIMIT 1), pg_catalog.now() FROM " + from
+		sql := "SELECT count(*), (SELECT created_at FROM " + qu.Table().Sanitize() + " ORDER BY " + by + " LIMIT 1), pg_catalog.now() FROM " + from
 		if err := q.QueryRow(ctx, sql).Scan(&d.Pending, &oldest, &now); err != nil {
-			return nil, fmt.Errorf("count entries of %s: %w", qu.Table, err)
+			return nil, fmt.Errorf("count entries of %s: %w", qu.Table(), err)
 		}
 		if oldest != nil {
 			d.OldestAge = max(0, now.Sub(*oldest))
 		}
-		if err := q.QueryRow(ctx, "SELECT count(*) FROM "+registry.DeadLetter.Sanitize()+" WHERE queue = $1", qu.Name).Scan(&d.DeadLetters); err != nil {
-			return nil, fmt.Errorf("count dead letters of %s: %w", qu.Name, err)
+		if err := q.QueryRow(ctx, "SELECT count(*) FROM "+registry.DeadLetter.Sanitize()+" WHERE queue = $1", string(qu)).Scan(&d.DeadLetters); err != nil {
+			return nil, fmt.Errorf("count dead letters of %s: %w", qu, err)
 		}
 		out = append(out, d)
 	}

@@ -59,18 +59,18 @@ func randomScenario(r *rand.Rand) scenario {
 			var e [3]string
 			switch r.IntN(13) {
 			case 0, 1, 7, 8, 9:
-				e = [3]string{"public.catalog_unit", fmt.Sprintf(`{"id": %d}`, 1+r.IntN(9)), QueueDelete}
+				e = [3]string{"public.catalog_unit", fmt.Sprintf(`{"id": %d}`, 1+r.IntN(9)), string(registry.DeleteQueue)}
 			case 2:
 				u := 1 + r.IntN(8)
-				e = [3]string{"public.catalog_marker", fmt.Sprintf(`{"id": %d}`, u*10+r.IntN(2)), QueueDelete}
+				e = [3]string{"public.catalog_marker", fmt.Sprintf(`{"id": %d}`, u*10+r.IntN(2)), string(registry.DeleteQueue)}
 			case 3, 4, 10:
-				e = [3]string{"public.catalog_artist", fmt.Sprintf(`{"id": %d}`, 1+r.IntN(4)), QueueDelete}
+				e = [3]string{"public.catalog_artist", fmt.Sprintf(`{"id": %d}`, 1+r.IntN(4)), string(registry.DeleteQueue)}
 			case 5:
-				e = [3]string{"public.catalog_outcome", fmt.Sprintf(`{"id": %d}`, 1+r.IntN(2)), QueueDelete}
+				e = [3]string{"public.catalog_outcome", fmt.Sprintf(`{"id": %d}`, 1+r.IntN(2)), string(registry.DeleteQueue)}
 			case 11:
-				e = [3]string{"public.catalog_unit", `{"id": "bad"}`, QueueDelete} // fails the deletion
+				e = [3]string{"public.catalog_unit", `{"id": "bad"}`, string(registry.DeleteQueue)} // fails the deletion
 			default:
-				e = [3]string{"public.catalog_unit", `{"pk": 1}`, QueueDelete} // not a key: leaves its transaction at once
+				e = [3]string{"public.catalog_unit", `{"pk": 1}`, string(registry.DeleteQueue)} // not a key: leaves its transaction at once
 			}
 			txn = append(txn, e)
 		}
@@ -89,7 +89,7 @@ func (sc scenario) run(t *testing.T, batch int) string {
 	for i, tx := range sc.txns {
 		var es []Entry
 		for _, e := range tx {
-			es = append(es, enqueue(t, s.pool, e[2], int64(i+1), e[0], e[1], OpDelete))
+			es = append(es, enqueue(t, s.pool, registry.Queue(e[2]), int64(i+1), e[0], e[1], OpDelete))
 		}
 		txns = append(txns, txnOf(es...))
 	}
@@ -222,7 +222,7 @@ INSERT INTO catalog_artist (id, name) VALUES (1, 'a'), (2, 'b');
 INSERT INTO userapp_album (id, name, artist_id) VALUES (1, 'x', 1), (2, 'y', 2);
 INSERT INTO userapp_song (id, name, artist_id, album_id) VALUES (1, 's', 1, 1), (2, 't', 1, 2);`)
 	p := s.processor(ProcessorOptions{BatchSize: 100})
-	bad := enqueue(t, s.pool, QueueDelete, 1, "public.catalog_artist", `{"artist": 2}`, OpDelete) // no such key column
+	bad := enqueue(t, s.pool, registry.DeleteQueue, 1, "public.catalog_artist", `{"artist": 2}`, OpDelete) // no such key column
 	a2 := del(t, s.pool, 1, "catalog_artist", 2)
 	a1 := del(t, s.pool, 1, "catalog_artist", 1)
 	txn := txnOf(bad, a2, a1)
@@ -264,7 +264,7 @@ func (sc scenario) runLarge(t *testing.T) string {
 	var txns []Txn
 	for i, tx := range sc.txns {
 		for _, e := range tx {
-			enqueue(t, s.pool, e[2], int64(i+1), e[0], e[1], OpDelete)
+			enqueue(t, s.pool, registry.Queue(e[2]), int64(i+1), e[0], e[1], OpDelete)
 		}
 		txns = append(txns, Txn{CommitTime: time.Now(), Large: true, Xid: int64(i + 1), Count: len(tx)})
 	}

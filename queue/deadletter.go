@@ -49,7 +49,7 @@ func (p *Processor) deadLetter(ctx context.Context, it *item, reason error) erro
 		at = it.e.CreatedAt
 	}
 	what := it.tableName() + " " + string(it.e.PK)
-	if it.e.Queue == QueueSeedDelete || it.e.Queue == QueueSeedDenormalize {
+	if it.e.Queue.Seed() {
 		what = fmt.Sprintf("content type %d, object_pk %q", it.e.ContentTypeID, it.e.ObjectPK)
 	}
 	msg := capReason(fmt.Sprintf("%s entry %s (%s): %v", it.e.Queue, it.e.ID, capReason(what), reason))
@@ -143,8 +143,8 @@ WHERE NOT EXISTS (SELECT FROM pgoutpost.dead_letter d WHERE d.id::text = pg_cata
 		}
 	}
 	var total int64
-	for _, q := range []string{QueueDelete, QueueDenormalize, QueueSeedDelete, QueueSeedDenormalize} {
-		qt, _ := queueTable(q)
+	for _, q := range registry.Queues {
+		qt := q.Table()
 		exists, err := tableExists(ctx, tx, qt)
 		if err != nil {
 			return 0, fmt.Errorf("retry dead letters: %w", err)

@@ -13,6 +13,7 @@ import (
 	"github.com/pgoutpost/pgoutpost/event"
 	"github.com/pgoutpost/pgoutpost/internal/natsembed"
 	"github.com/pgoutpost/pgoutpost/internal/pgtest"
+	"github.com/pgoutpost/pgoutpost/registry"
 	"github.com/pgoutpost/pgoutpost/sink"
 )
 
@@ -80,10 +81,10 @@ func TestDenormalizePublishedThenDequeued(t *testing.T) {
 	snk := connectSink(t, srv)
 	pgtest.Exec(t, s.db.DSN, "INSERT INTO catalog_outcome (id, name) VALUES (1, 'a')")
 	p := s.publisher(snk, ProcessorOptions{})
-	ins := enqueue(t, s.pool, QueueDenormalize, 10, "public.catalog_outcome", `{"id": 1}`, OpInsert)
+	ins := enqueue(t, s.pool, registry.DenormalizeQueue, 10, "public.catalog_outcome", `{"id": 1}`, OpInsert)
 	pgtest.Exec(t, s.db.DSN, "UPDATE catalog_outcome SET name = 'b' WHERE id = 1")
-	upd := enqueue(t, s.pool, QueueDenormalize, 11, "public.catalog_outcome", `{"id": 1}`, OpUpdate)
-	gone := enqueue(t, s.pool, QueueDenormalize, 11, "public.catalog_outcome", `{"id": 2}`, OpInsert)
+	upd := enqueue(t, s.pool, registry.DenormalizeQueue, 11, "public.catalog_outcome", `{"id": 1}`, OpUpdate)
+	gone := enqueue(t, s.pool, registry.DenormalizeQueue, 11, "public.catalog_outcome", `{"id": 2}`, OpInsert)
 	commit := time.Date(2026, 11, 24, 12, 0, 0, 123456000, time.UTC)
 	apply(t, p, Txn{CommitTime: commit, Entries: []Entry{ins}}, Txn{CommitTime: commit.Add(time.Second), Entries: []Entry{upd, gone}})
 
@@ -139,7 +140,7 @@ func TestDeleteEventFromOutbox(t *testing.T) {
 	p := s.publisher(snk, ProcessorOptions{})
 	// A master transaction that updates outcome 2 and deletes outcome 1:
 	// the delete is applied first, then the update's event is published.
-	upd := enqueue(t, s.pool, QueueDenormalize, 5, "public.catalog_outcome", `{"id": 2}`, OpUpdate)
+	upd := enqueue(t, s.pool, registry.DenormalizeQueue, 5, "public.catalog_outcome", `{"id": 2}`, OpUpdate)
 	d := del(t, s.pool, 5, "catalog_outcome", 1)
 	apply(t, p, txnOf(upd, d))
 	// The outbox row is what the local publication streams next; the drain
@@ -176,7 +177,7 @@ func TestNATSOutageKeepsEntries(t *testing.T) {
 	p := s.publisher(snk, ProcessorOptions{BatchSize: 8})
 	var txns []Txn
 	for i := 1; i <= 20; i++ {
-		txns = append(txns, txnOf(enqueue(t, s.pool, QueueDenormalize, int64(i), "public.catalog_outcome", `{"id": `+itoa(i)+`}`, OpUpdate)))
+		txns = append(txns, txnOf(enqueue(t, s.pool, registry.DenormalizeQueue, int64(i), "public.catalog_outcome", `{"id": `+itoa(i)+`}`, OpUpdate)))
 	}
 	srv.Stop()
 	type result struct {
@@ -228,7 +229,7 @@ func TestPermanentPublishErrorGoesToDeadLetter(t *testing.T) {
 	p := s.publisher(snk, ProcessorOptions{})
 	var es []Entry
 	for i := 1; i <= 3; i++ {
-		es = append(es, enqueue(t, s.pool, QueueDenormalize, 1, "public.catalog_outcome", `{"id": `+itoa(i)+`}`, OpUpdate))
+		es = append(es, enqueue(t, s.pool, registry.DenormalizeQueue, 1, "public.catalog_outcome", `{"id": `+itoa(i)+`}`, OpUpdate))
 	}
 	apply(t, p, txnOf(es...))
 	msgs := published(t, snk)

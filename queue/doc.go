@@ -119,7 +119,7 @@
 // re-inserted row to the sidecar); ReadStatus reports the queues, their
 // depths as package catalog reads them.
 // With ProcessorOptions.SeedQueues the tables of django-logical-replication
-// (SeedDeleteQueue, SeedDenormalizeQueue) are read as well, their content
+// (registry.SeedDeleteQueue.Table(), registry.SeedDenormalizeQueue.Table()) are read as well, their content
 // types resolved to the registry's models by Django label; InstallOptions
 // .SeedQueues adds them to the local publication.
 package queue

@@ -11,7 +11,7 @@ import (
 // DefaultExpireBatch is how many rows Expire deletes per statement.
 const DefaultExpireBatch = 10000
 
-// Expire deletes the rows of queue table (DeleteQueue or DenormalizeQueue)
+// Expire deletes the rows of queue table (registry.DeleteQueue.Table() or registry.DenormalizeQueue.Table())
 // older than olderThan, batch rows per statement and transaction so that a
 // large backlog neither holds long locks nor bloats one transaction. A row's
 // age is the time in its UUIDv7 id (when it was written), which the primary
@@ -24,7 +24,7 @@ func Expire(ctx context.Context, db querier, table registry.TableName, olderThan
 	if olderThan <= 0 {
 		return 0, nil
 	}
-	if table != DeleteQueue && table != DenormalizeQueue {
+	if table != registry.DeleteQueue.Table() && table != registry.DenormalizeQueue.Table() {
 		return 0, fmt.Errorf("expire %s: not a queue table", table)
 	}
 	if batch <= 0 {

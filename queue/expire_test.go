@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/pgoutpost/pgoutpost/internal/pgtest"
+	"github.com/pgoutpost/pgoutpost/registry"
 )
 
 func TestUUIDv7Floor(t *testing.T) {
@@ -44,11 +45,11 @@ INSERT INTO pgoutpost.denormalize_queue (id, table_name, pk, op)
 		{"second run finds nothing", 24 * time.Hour, false, 0, 0, 25},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			del, err := Expire(ctx, pool, DeleteQueue, tc.after, 1, tc.dryRun)
+			del, err := Expire(ctx, pool, registry.DeleteQueue.Table(), tc.after, 1, tc.dryRun)
 			if err != nil {
 				t.Fatal(err)
 			}
-			den, err := Expire(ctx, pool, DenormalizeQueue, tc.after, 1, tc.dryRun)
+			den, err := Expire(ctx, pool, registry.DenormalizeQueue.Table(), tc.after, 1, tc.dryRun)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -64,7 +65,7 @@ INSERT INTO pgoutpost.denormalize_queue (id, table_name, pk, op)
 	t.Run("batches", func(t *testing.T) {
 		// Ages have millisecond resolution: let the fresh rows' millisecond pass.
 		time.Sleep(10 * time.Millisecond)
-		n, err := Expire(ctx, pool, DeleteQueue, time.Nanosecond, 7, false)
+		n, err := Expire(ctx, pool, registry.DeleteQueue.Table(), time.Nanosecond, 7, false)
 		if err != nil || n != 25 {
 			t.Errorf("expired %d (err %v), want 25 in batches of 7", n, err)
 		}

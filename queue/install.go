@@ -65,7 +65,7 @@ type InstallOptions struct {
 	// LockTimeout bounds the wait for each table lock; DefaultLockTimeout when 0.
 	LockTimeout time.Duration
 	// SeedQueues (queue.seed_queues) adds django-logical-replication's queue
-	// tables (SeedDeleteQueue, SeedDenormalizeQueue), which must exist, to the
+	// tables (registry.SeedDeleteQueue.Table(), registry.SeedDenormalizeQueue.Table()), which must exist, to the
 	// slave's local publication, so that the sidecar streams them too.
 	SeedQueues bool
 }
@@ -182,10 +182,10 @@ func planInstall(ctx context.Context, q querier, opts InstallOptions) (Plan, err
 		}
 		tables := localQueueTables
 		if opts.SeedQueues {
-			if err := checkTablesExist(ctx, q, []registry.TableName{SeedDeleteQueue, SeedDenormalizeQueue}); err != nil {
+			if err := checkTablesExist(ctx, q, []registry.TableName{registry.SeedDeleteQueue.Table(), registry.SeedDenormalizeQueue.Table()}); err != nil {
 				return nil, fmt.Errorf("queue.seed_queues: django-logical-replication's queue tables: %w", err)
 			}
-			tables = append(append([]registry.TableName(nil), tables...), SeedDeleteQueue, SeedDenormalizeQueue)
+			tables = append(append([]registry.TableName(nil), tables...), registry.SeedDeleteQueue.Table(), registry.SeedDenormalizeQueue.Table())
 			slices.SortFunc(tables, func(a, b registry.TableName) int { return strings.Compare(a.String(), b.String()) })
 		}
 		steps, err := planPublication(ctx, q, name, tables)
@@ -482,8 +482,8 @@ var xidIndexes = []struct {
 	table registry.TableName
 	name  string
 }{
-	{DeleteQueue, "delete_queue_xid_idx"},
-	{DenormalizeQueue, "denormalize_queue_xid_idx"},
+	{registry.DeleteQueue.Table(), "delete_queue_xid_idx"},
+	{registry.DenormalizeQueue.Table(), "denormalize_queue_xid_idx"},
 }
 
 func planXidIndexes(ctx context.Context, q querier) (Plan, error) {
@@ -561,7 +561,7 @@ func MissingIndexes(ctx context.Context, q rowQuerier) ([]string, error) {
 }
 
 // localQueueTables are the tables of the slave's local publication.
-var localQueueTables = []registry.TableName{DeleteQueue, DenormalizeQueue}
+var localQueueTables = []registry.TableName{registry.DeleteQueue.Table(), registry.DenormalizeQueue.Table()}
 
 // planPublication plans the slave's local queue publication: exactly the
 // queue tables given (sorted by name), insert only (the sidecar's own dequeue DELETEs must not come

@@ -64,7 +64,7 @@ func (p *Processor) largeDeletes(ctx context.Context, txn *Txn) (int64, error) {
 		return n, err
 	}
 	var bad int64
-	_, perr := p.largePages(ctx, txn, QueueDelete, func(items []*item) error {
+	_, perr := p.largePages(ctx, txn, registry.DeleteQueue, func(items []*item) error {
 		for _, it := range items {
 			if it.err == nil {
 				continue
@@ -86,7 +86,7 @@ func (p *Processor) largeDeletes(ctx context.Context, txn *Txn) (int64, error) {
 	}
 	p.log.Info("large master transaction failed as a whole; applying its delete entries one by one",
 		"xid", txn.Xid, "err", err)
-	n, err = p.largePages(ctx, txn, QueueDelete, func(items []*item) error {
+	n, err = p.largePages(ctx, txn, registry.DeleteQueue, func(items []*item) error {
 		for _, it := range items {
 			if err := p.applyDeletes(ctx, [][]*item{{it}}, func(*item) {}); err != nil {
 				return err
@@ -176,10 +176,10 @@ SELECT $1, pg_catalog.to_jsonb(k), 'delete', `+outboxXid+` FROM `+res.KeyTables[
 		for _, c := range counts {
 			gone := int64(res.MissingIn[c.table.Name])
 			for range c.n - gone {
-				obs.EntryDone(QueueDelete, c.table.Name.String(), ResultApplied, d)
+				obs.EntryDone(registry.DeleteQueue, c.table.Name.String(), ResultApplied, d)
 			}
 			for range gone {
-				obs.EntryDone(QueueDelete, c.table.Name.String(), ResultGone, d)
+				obs.EntryDone(registry.DeleteQueue, c.table.Name.String(), ResultGone, d)
 			}
 		}
 	}
@@ -189,7 +189,7 @@ SELECT $1, pg_catalog.to_jsonb(k), 'delete', `+outboxXid+` FROM `+res.KeyTables[
 
 // largeEvents publishes the denormalize entries of txn a page at a time.
 func (p *Processor) largeEvents(ctx context.Context, txn *Txn) (int64, error) {
-	return p.largePages(ctx, txn, QueueDenormalize, func(items []*item) error {
+	return p.largePages(ctx, txn, registry.DenormalizeQueue, func(items []*item) error {
 		return p.publish(ctx, items, func(*item) {})
 	})
 }
@@ -197,8 +197,8 @@ func (p *Processor) largeEvents(ctx context.Context, txn *Txn) (int64, error) {
 // largePages calls fn with the entries of txn in queue q, BatchSize at a
 // time in queue order, resolved; fn must leave each entry done (dequeued or
 // dead-lettered). It returns how many entries it handed over.
-func (p *Processor) largePages(ctx context.Context, txn *Txn, q string, fn func([]*item) error) (int64, error) {
-	qt, _ := queueTable(q)
+func (p *Processor) largePages(ctx context.Context, txn *Txn, q registry.Queue, fn func([]*item) error) (int64, error) {
+	qt := q.Table()
 	after := "00000000-0000-0000-0000-000000000000"
 	var total int64
 	next := p.now().Add(10 * time.Second)

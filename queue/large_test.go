@@ -7,6 +7,7 @@ import (
 
 	"github.com/pgoutpost/pgoutpost/event"
 	"github.com/pgoutpost/pgoutpost/internal/pgtest"
+	"github.com/pgoutpost/pgoutpost/registry"
 )
 
 // A master transaction of more than LargeTxn entries comes out of Pending as
@@ -38,7 +39,7 @@ INSERT INTO catalog_outcome (id, name) SELECT g, 'o' || g FROM generate_series(1
 		del(t, s.pool, 5, "catalog_outcome", i)
 	}
 	for i := 6; i <= 30; i++ {
-		updates = append(updates, enqueue(t, s.pool, QueueDenormalize, 5, "public.catalog_outcome", fmt.Sprintf(`{"id": %d}`, i), OpUpdate))
+		updates = append(updates, enqueue(t, s.pool, registry.DenormalizeQueue, 5, "public.catalog_outcome", fmt.Sprintf(`{"id": %d}`, i), OpUpdate))
 	}
 	small := del(t, s.pool, 6, "catalog_unit", 40)
 

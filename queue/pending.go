@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgoutpost/pgoutpost/catalog"
+	"github.com/pgoutpost/pgoutpost/registry"
 )
 
 // Pending reads entries already waiting in the slave's queue tables, for the
@@ -102,7 +103,7 @@ SELECT 'denormalize', `+entryColumns+` FROM pgoutpost.denormalize_queue WHERE xi
 		txns = append(txns, g.txn)
 	}
 	if p.opts.SeedQueues && len(entries) < limit && len(small) == len(groups) {
-		for _, q := range []string{QueueSeedDelete, QueueSeedDenormalize} {
+		for _, q := range []registry.Queue{registry.SeedDeleteQueue, registry.SeedDenormalizeQueue} {
 			seed, err := p.pendingSeed(ctx, q, limit-len(entries))
 			if err != nil {
 				return nil, err
@@ -149,8 +150,8 @@ func WaitingIDs(ctx context.Context, db querier, seed bool, limit int) ([]string
 	}
 	var out []string
 	for _, q := range queues {
-		qt := q.Table
-		rows, err := db.Query(ctx, "SELECT $1::text || '/' || id::text FROM "+qt.Sanitize()+" ORDER BY id LIMIT $2", q.Name, limit)
+		qt := q.Table()
+		rows, err := db.Query(ctx, "SELECT $1::text || '/' || id::text FROM "+qt.Sanitize()+" ORDER BY id LIMIT $2", string(q), limit)
 		if err != nil {
 			return nil, fmt.Errorf("read the entries waiting in %s: %w", qt, err)
 		}

@@ -14,20 +14,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgoutpost/pgoutpost/cascade"
-	"github.com/pgoutpost/pgoutpost/catalog"
 	"github.com/pgoutpost/pgoutpost/registry"
 	"github.com/pgoutpost/pgoutpost/sink"
-)
-
-// Queue names, as Entry.Queue, dead_letter.queue, metrics labels and the
-// queue part of Nats-Msg-Id spell them (defined by the catalog, which counts
-// the queues).
-const (
-	QueueDelete      = catalog.QueueDelete
-	QueueDenormalize = catalog.QueueDenormalize
-	// The queues of django-logical-replication (ProcessorOptions.SeedQueues).
-	QueueSeedDelete      = catalog.QueueSeedDelete
-	QueueSeedDenormalize = catalog.QueueSeedDenormalize
 )
 
 // Results of an entry, as Observer.EntryDone reports them.
@@ -41,8 +29,8 @@ const (
 // Entry is one queue row as the sidecar hands it over: decoded from the
 // stream's Insert into a queue table, or read from the table by Pending.
 type Entry struct {
-	Queue string // QueueDelete, QueueDenormalize, QueueSeedDelete or QueueSeedDenormalize
-	ID    string // the row's uuid, text form
+	Queue registry.Queue // the queue the entry is in
+	ID    string         // the row's uuid, text form
 	// Table is "schema.table" as the trigger logged it; empty for seed
 	// entries until the processor resolves their content type.
 	Table string
@@ -112,7 +100,7 @@ const DefaultLargeTxn = 50000
 type Observer interface {
 	// EntryDone reports an entry's result (ResultApplied, ResultGone,
 	// ResultDead, ResultPublished) and the time from its master commit.
-	EntryDone(queue, table, result string, commitToDone time.Duration)
+	EntryDone(queue registry.Queue, table, result string, commitToDone time.Duration)
 	// CascadeRows reports rows deleted or updated by a cascade (action
 	// "deleted" or "updated").
 	CascadeRows(table, action string, n int)
@@ -232,10 +220,9 @@ func (p *Processor) Apply(ctx context.Context, txns []Txn) (done int, err error)
 				if err := p.resolve(ctx, it); err != nil {
 					return leading(), err
 				}
-				switch it.e.Queue {
-				case QueueDelete, QueueSeedDelete:
+				if it.e.Queue.Deletes() {
 					g = append(g, it)
-				default:
+				} else {
 					dens = append(dens, it)
 				}
 			}
@@ -264,18 +251,18 @@ var errBadEntry = errors.New("bad queue entry")
 func (p *Processor) resolve(ctx context.Context, it *item) error {
 	e := it.e
 	switch e.Queue {
-	case QueueSeedDelete, QueueSeedDenormalize:
+	case registry.SeedDeleteQueue, registry.SeedDenormalizeQueue:
 		if !p.opts.SeedQueues {
 			it.err = fmt.Errorf("%w: queue %s: seed queues are not enabled (queue.seed_queues)", errBadEntry, e.Queue)
 			return nil
 		}
 		return p.resolveSeed(ctx, it)
-	case QueueDelete:
+	case registry.DeleteQueue:
 		if e.Op != OpDelete {
 			it.err = fmt.Errorf("%w: op %q in the delete queue", errBadEntry, e.Op)
 			return nil
 		}
-	case QueueDenormalize:
+	case registry.DenormalizeQueue:
 		if e.Op != OpInsert && e.Op != OpUpdate && e.Op != OpDelete {
 			it.err = fmt.Errorf("%w: op %q in the denormalize queue", errBadEntry, e.Op)
 			return nil
@@ -295,11 +282,11 @@ func (p *Processor) resolve(ctx context.Context, it *item) error {
 		return nil
 	}
 	it.table = t
-	if e.Queue == QueueDelete && !t.Kind.IsDeleteModel() {
+	if e.Queue == registry.DeleteQueue && !t.Kind.IsDeleteModel() {
 		it.err = fmt.Errorf("%w: %s is a %s table, not a delete model (check the models of sidecar.yaml)", errBadEntry, name, t.Kind)
 		return nil
 	}
-	if e.Queue == QueueDenormalize && t.Kind != registry.KindDenormalize {
+	if e.Queue == registry.DenormalizeQueue && t.Kind != registry.KindDenormalize {
 		it.err = fmt.Errorf("%w: %s is a %s table, not a denormalize model (check the models of sidecar.yaml)", errBadEntry, name, t.Kind)
 		return nil
 	}
@@ -313,18 +300,11 @@ func (p *Processor) resolve(ctx context.Context, it *item) error {
 }
 
 // queueTable is the table holding the entries of queue q.
-func queueTable(q string) (registry.TableName, bool) {
-	switch q {
-	case QueueDelete:
-		return DeleteQueue, true
-	case QueueDenormalize:
-		return DenormalizeQueue, true
-	case QueueSeedDelete:
-		return SeedDeleteQueue, true
-	case QueueSeedDenormalize:
-		return SeedDenormalizeQueue, true
+func queueTable(q registry.Queue) (registry.TableName, bool) {
+	if !q.Known() {
+		return registry.TableName{}, false
 	}
-	return registry.TableName{}, false
+	return q.Table(), true
 }
 
 // dequeue deletes the entries of items from their queue tables in tx and
@@ -394,10 +374,10 @@ func (p *Processor) observeDone(it *item, result string) {
 	}
 	q := it.e.Queue
 	switch q {
-	case QueueSeedDelete:
-		q = QueueDelete
-	case QueueSeedDenormalize:
-		q = QueueDenormalize
+	case registry.SeedDeleteQueue:
+		q = registry.DeleteQueue
+	case registry.SeedDenormalizeQueue:
+		q = registry.DenormalizeQueue
 	}
 	// Only a table of the registry names a series: a queue row's table name
 	// is data, and each bogus one would add a metric series.

@@ -46,7 +46,7 @@ func (s *slaveEnv) processor(opts ProcessorOptions) *Processor {
 }
 
 // enqueue inserts a queue row as the subscription would, and returns its entry.
-func enqueue(t *testing.T, pool *pgxpool.Pool, queue string, xid int64, table, pk, op string) Entry {
+func enqueue(t *testing.T, pool *pgxpool.Pool, queue registry.Queue, xid int64, table, pk, op string) Entry {
 	t.Helper()
 	qt, _ := queueTable(queue)
 	e := Entry{Queue: queue, Table: table, PK: []byte(pk), Op: op, Xid: xid}
@@ -61,7 +61,7 @@ func enqueue(t *testing.T, pool *pgxpool.Pool, queue string, xid int64, table, p
 
 func del(t *testing.T, pool *pgxpool.Pool, xid int64, table string, id int) Entry {
 	t.Helper()
-	return enqueue(t, pool, QueueDelete, xid, "public."+table, fmt.Sprintf(`{"id": %d}`, id), OpDelete)
+	return enqueue(t, pool, registry.DeleteQueue, xid, "public."+table, fmt.Sprintf(`{"id": %d}`, id), OpDelete)
 }
 
 func txnOf(entries ...Entry) Txn { return Txn{CommitTime: time.Now(), Entries: entries} }
@@ -83,10 +83,10 @@ type recorder struct {
 
 func newRecorder() *recorder { return &recorder{results: map[string]int{}, rows: map[string]int{}} }
 
-func (r *recorder) EntryDone(queue, table, result string, _ time.Duration) {
+func (r *recorder) EntryDone(queue registry.Queue, table, result string, _ time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.results[queue+" "+table+" "+result]++
+	r.results[string(queue)+" "+table+" "+result]++
 }
 
 func (r *recorder) CascadeRows(table, action string, n int) {
@@ -278,11 +278,11 @@ func TestBadEntriesGoToDeadLetter(t *testing.T) {
 	s := newSlave(t)
 	pgtest.Exec(t, s.db.DSN, unitFixture)
 	p := s.processor(ProcessorOptions{})
-	unknown := enqueue(t, s.pool, QueueDelete, 1, "public.nosuch", `{"id": 1}`, OpDelete)
-	noSchema := enqueue(t, s.pool, QueueDelete, 1, "nodot", `{"id": 1}`, OpDelete)
-	userTable := enqueue(t, s.pool, QueueDelete, 1, "public.userapp_report", `{"id": 100}`, OpDelete)
-	wrongCol := enqueue(t, s.pool, QueueDelete, 1, "public.catalog_unit", `{"pk": 1}`, OpDelete)
-	badValue := enqueue(t, s.pool, QueueDelete, 1, "public.catalog_unit", `{"id": "one"}`, OpDelete)
+	unknown := enqueue(t, s.pool, registry.DeleteQueue, 1, "public.nosuch", `{"id": 1}`, OpDelete)
+	noSchema := enqueue(t, s.pool, registry.DeleteQueue, 1, "nodot", `{"id": 1}`, OpDelete)
+	userTable := enqueue(t, s.pool, registry.DeleteQueue, 1, "public.userapp_report", `{"id": 100}`, OpDelete)
+	wrongCol := enqueue(t, s.pool, registry.DeleteQueue, 1, "public.catalog_unit", `{"pk": 1}`, OpDelete)
+	badValue := enqueue(t, s.pool, registry.DeleteQueue, 1, "public.catalog_unit", `{"id": "one"}`, OpDelete)
 	good := del(t, s.pool, 1, "catalog_unit", 2)
 	apply(t, p, txnOf(unknown, noSchema, userTable, wrongCol, badValue, good))
 
@@ -375,7 +375,7 @@ INSERT INTO catalog_outcome_sub_outcomes (id, from_outcome_id, to_outcome_id) VA
 INSERT INTO userapp_report (id, title, unit_id, outcome_id) SELECT 1, 'r', 1, 1 WHERE false;`)
 	p := s.processor(ProcessorOptions{})
 	apply(t, p, txnOf(del(t, s.pool, 1, "catalog_outcome", 1)))
-	got := entries(t, s.pool, DenormalizeQueue)
+	got := entries(t, s.pool, registry.DenormalizeQueue.Table())
 	var desc []string
 	for _, e := range got {
 		desc = append(desc, e.Table+" "+e.PK+" "+e.Op)
@@ -412,7 +412,7 @@ func TestPendingGroupsByTransaction(t *testing.T) {
 			e := del(t, s.pool, x, "catalog_unit", int(x)*10+i)
 			want = append(want, fmt.Sprint(x, " ", e.ID))
 		}
-		e := enqueue(t, s.pool, QueueDenormalize, x, "public.catalog_outcome", `{"id": 1}`, OpUpdate)
+		e := enqueue(t, s.pool, registry.DenormalizeQueue, x, "public.catalog_outcome", `{"id": 1}`, OpUpdate)
 		want = append(want, fmt.Sprint(x, " ", e.ID))
 	}
 	// A limit inside the second transaction still returns all of it.
@@ -470,7 +470,7 @@ func TestHugeKeyReasonIsCapped(t *testing.T) {
 	pgtest.Exec(t, s.db.DSN, unitFixture)
 	p := s.processor(ProcessorOptions{})
 	huge := `{"id": "` + strings.Repeat("é", 500000) + `"}`
-	e := enqueue(t, s.pool, QueueDelete, 1, "public.catalog_unit", huge, OpDelete)
+	e := enqueue(t, s.pool, registry.DeleteQueue, 1, "public.catalog_unit", huge, OpDelete)
 	apply(t, p, txnOf(e))
 	var reasonLen, entryLen int
 	if err := s.pool.QueryRow(context.Background(), "SELECT octet_length(error), octet_length(entry::text) FROM pgoutpost.dead_letter WHERE entry_id = $1", e.ID).Scan(&reasonLen, &entryLen); err != nil {

@@ -70,7 +70,7 @@ func (p *Processor) publish(ctx context.Context, items []*item, finish func(*ite
 			continue
 		}
 		op := event.Op(it.e.Op)
-		if it.e.Queue == QueueSeedDenormalize {
+		if it.e.Queue == registry.SeedDenormalizeQueue {
 			op = event.OpUpsert
 		}
 		ev := event.Event{Env: p.opts.Env, Table: it.table.Name.String(), Op: op, PK: it.e.PK,

@@ -18,12 +18,8 @@ import (
 // (registry.QueueSchema).
 const Schema = registry.QueueSchema
 
-// The queue tables (defined by the registry, see registry.DeleteQueue).
-var (
-	DeleteQueue      = registry.DeleteQueue
-	DenormalizeQueue = registry.DenormalizeQueue
-	DeadLetter       = registry.DeadLetter
-)
+// DeadLetter is the slave's dead-letter table (registry.DeadLetter).
+var DeadLetter = registry.DeadLetter
 
 // Queue operations (the op column).
 const (
@@ -325,7 +321,7 @@ var tableDDL = []struct {
 	name registry.TableName
 	sql  string
 }{
-	{DeleteQueue, createDeleteQueue},
-	{DenormalizeQueue, createDenormalizeQueue},
+	{registry.DeleteQueue.Table(), createDeleteQueue},
+	{registry.DenormalizeQueue.Table(), createDenormalizeQueue},
 	{DeadLetter, createDeadLetter},
 }

@@ -13,8 +13,8 @@ import (
 	"github.com/pgoutpost/pgoutpost/registry"
 )
 
-// The queue tables of django-logical-replication, read with
-// ProcessorOptions.SeedQueues. Each row is
+// The seed's queue tables (registry.SeedDeleteQueue.Table() and
+// registry.SeedDenormalizeQueue.Table()), read with ProcessorOptions.SeedQueues. Each row is
 //
 //	id               uuid         primary key
 //	object_pk        text         the row's primary key (single-column keys only)
@@ -25,10 +25,6 @@ import (
 // without saying which: their events carry op "upsert". Unlike the package's
 // cron, entries are taken oldest first and a failing one goes to dead_letter
 // with its reason instead of being retried forever.
-var (
-	SeedDeleteQueue      = registry.SeedDeleteQueue
-	SeedDenormalizeQueue = registry.SeedDenormalizeQueue
-)
 
 // Ops of seed entries.
 const OpUpsert = "upsert"
@@ -39,15 +35,15 @@ type contentType struct {
 }
 
 // SeedEntry makes the Entry of a row of a seed queue table (queue is
-// QueueSeedDelete or QueueSeedDenormalize) from its columns in PostgreSQL
-// text form, as a decoded stream Insert gives them. The table and key are
+// registry.SeedDeleteQueue or registry.SeedDenormalizeQueue) from its
+// columns in PostgreSQL text form, as a decoded stream Insert gives them. The table and key are
 // resolved by the processor from the content type.
-func SeedEntry(queue string, cols map[string]string) (Entry, error) {
+func SeedEntry(queue registry.Queue, cols map[string]string) (Entry, error) {
 	e := Entry{Queue: queue, ID: cols["id"], ObjectPK: cols["object_pk"]}
 	switch queue {
-	case QueueSeedDelete:
+	case registry.SeedDeleteQueue:
 		e.Op = OpDelete
-	case QueueSeedDenormalize:
+	case registry.SeedDenormalizeQueue:
 		e.Op = OpUpsert
 	default:
 		return Entry{}, fmt.Errorf("seed entry of queue %q: not a seed queue", queue)
@@ -91,8 +87,8 @@ func (p *Processor) resolveSeed(ctx context.Context, it *item) error {
 	}
 	it.table = t
 	e.Table = t.Name.String()
-	if want := registry.KindDenormalize; e.Queue == QueueSeedDenormalize && t.Kind != want || !t.Kind.IsDeleteModel() {
-		it.err = fmt.Errorf("%w: %s (%s) is a %s table, not a %s model (check the models of sidecar.yaml)", errBadEntry, t.Name, label, t.Kind, map[bool]string{true: "denormalize", false: "delete"}[e.Queue == QueueSeedDenormalize])
+	if want := registry.KindDenormalize; e.Queue == registry.SeedDenormalizeQueue && t.Kind != want || !t.Kind.IsDeleteModel() {
+		it.err = fmt.Errorf("%w: %s (%s) is a %s table, not a %s model (check the models of sidecar.yaml)", errBadEntry, t.Name, label, t.Kind, map[bool]string{true: "denormalize", false: "delete"}[e.Queue == registry.SeedDenormalizeQueue])
 		return nil
 	}
 	if len(t.PrimaryKey) != 1 {
@@ -189,8 +185,8 @@ func (p *Processor) contentType(ctx context.Context, id int64) (contentType, boo
 
 // pendingSeed reads at most limit of the oldest entries of a seed queue
 // table, each its own Txn (the package's rows carry no transaction id).
-func (p *Processor) pendingSeed(ctx context.Context, queue string, limit int) ([]Entry, error) {
-	qt, _ := queueTable(queue)
+func (p *Processor) pendingSeed(ctx context.Context, queue registry.Queue, limit int) ([]Entry, error) {
+	qt := queue.Table()
 	exists, err := tableExists(ctx, p.db, qt)
 	if err != nil {
 		return nil, err
@@ -205,7 +201,7 @@ func (p *Processor) pendingSeed(ctx context.Context, queue string, limit int) ([
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Entry, error) {
 		e := Entry{Queue: queue, Op: OpDelete}
-		if queue == QueueSeedDenormalize {
+		if queue == registry.SeedDenormalizeQueue {
 			e.Op = OpUpsert
 		}
 		err := r.Scan(&e.ID, &e.ObjectPK, &e.ContentTypeID, &e.CreatedAt)
@@ -215,26 +211,15 @@ func (p *Processor) pendingSeed(ctx context.Context, queue string, limit int) ([
 
 var errNoSeedTable = errors.New("table missing: queue.seed_queues is on but django-logical-replication's queue table does not exist")
 
-// QueueOf returns the queue whose table is t, and false for a table that is
-// no queue table.
-func QueueOf(t registry.TableName) (string, bool) {
-	for _, q := range []string{QueueDelete, QueueDenormalize, QueueSeedDelete, QueueSeedDenormalize} {
-		if qt, _ := queueTable(q); qt == t {
-			return q, true
-		}
-	}
-	return "", false
-}
-
 // EntryFromRow makes the Entry of a row inserted into queue table t (one of
 // delete_queue, denormalize_queue or, for the seed queues, their tables) from
 // its columns in PostgreSQL text form, as a decoded stream Insert gives them.
 func EntryFromRow(t registry.TableName, cols map[string]string) (Entry, error) {
-	q, ok := QueueOf(t)
+	q, ok := registry.QueueOf(t)
 	if !ok {
 		return Entry{}, fmt.Errorf("entry of %s: not a queue table", t)
 	}
-	if q == QueueSeedDelete || q == QueueSeedDenormalize {
+	if q.Seed() {
 		return SeedEntry(q, cols)
 	}
 	e := Entry{Queue: q, ID: cols["id"], Table: cols["table_name"], PK: json.RawMessage(cols["pk"]), Op: cols["op"]}

@@ -102,15 +102,15 @@ INSERT INTO logical_replication_denormalizequeue (id, object_pk, content_type_id
 }
 
 func TestEntryFromRow(t *testing.T) {
-	e, err := EntryFromRow(DeleteQueue, map[string]string{"id": "01a20e5d-5d81-7e9b-9c04-2dbe0479d897", "table_name": "public.catalog_unit",
+	e, err := EntryFromRow(registry.DeleteQueue.Table(), map[string]string{"id": "01a20e5d-5d81-7e9b-9c04-2dbe0479d897", "table_name": "public.catalog_unit",
 		"pk": `{"id": 1}`, "op": "delete", "xid": "745", "created_at": "2026-11-24 16:05:01.123456+00"})
-	if err != nil || e.Queue != QueueDelete || e.Xid != 745 || string(e.PK) != `{"id": 1}` ||
+	if err != nil || e.Queue != registry.DeleteQueue || e.Xid != 745 || string(e.PK) != `{"id": 1}` ||
 		!e.CreatedAt.Equal(time.Date(2026, 11, 24, 16, 5, 1, 123456000, time.UTC)) {
 		t.Errorf("EntryFromRow: %+v, %v", e, err)
 	}
-	e, err = EntryFromRow(SeedDenormalizeQueue, map[string]string{"id": "00000000-0000-4000-8000-000000000005", "object_pk": "7",
+	e, err = EntryFromRow(registry.SeedDenormalizeQueue.Table(), map[string]string{"id": "00000000-0000-4000-8000-000000000005", "object_pk": "7",
 		"content_type_id": "2", "created_at": "2026-01-01 02:00:05+02"})
-	if err != nil || e.Queue != QueueSeedDenormalize || e.Op != OpUpsert || e.ContentTypeID != 2 || e.ObjectPK != "7" ||
+	if err != nil || e.Queue != registry.SeedDenormalizeQueue || e.Op != OpUpsert || e.ContentTypeID != 2 || e.ObjectPK != "7" ||
 		!e.CreatedAt.Equal(time.Date(2026, 1, 1, 0, 0, 5, 0, time.UTC)) {
 		t.Errorf("EntryFromRow (seed): %+v, %v", e, err)
 	}

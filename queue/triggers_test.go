@@ -63,7 +63,7 @@ func TestMasterTriggers(t *testing.T) {
 		if err := tx.Commit(ctx); err != nil {
 			t.Fatal(err)
 		}
-		got := entries(t, pool, DeleteQueue)
+		got := entries(t, pool, registry.DeleteQueue.Table())
 		if len(got) != 1 {
 			t.Fatalf("delete_queue has %d rows, want 1: %+v", len(got), got)
 		}
@@ -108,7 +108,7 @@ func TestMasterTriggers(t *testing.T) {
 		reset(t)
 		exec(t, "INSERT INTO pair VALUES (1, 'x', 0), (1, 'y', 0), (2, 'x', 0)")
 		exec(t, "DELETE FROM pair WHERE b = 'x'")
-		got := entries(t, pool, DeleteQueue)
+		got := entries(t, pool, registry.DeleteQueue.Table())
 		var keys []string
 		for _, e := range got {
 			keys = append(keys, e.PK)
@@ -125,7 +125,7 @@ func TestMasterTriggers(t *testing.T) {
 		exec(t, "UPDATE outcome SET name = 'c' WHERE id = 1")
 		exec(t, "DELETE FROM outcome WHERE id = 2")
 		var ops []string
-		for _, e := range entries(t, pool, DenormalizeQueue) {
+		for _, e := range entries(t, pool, registry.DenormalizeQueue.Table()) {
 			ops = append(ops, e.Op+" "+e.PK)
 		}
 		// The two inserts of one statement may share a microsecond, so
@@ -134,7 +134,7 @@ func TestMasterTriggers(t *testing.T) {
 			ops[2] != `update {"id": 1}` {
 			t.Errorf("denormalize_queue = %q, want inserts of ids 1 and 2, then an update of id 1", ops)
 		}
-		del := entries(t, pool, DeleteQueue)
+		del := entries(t, pool, registry.DeleteQueue.Table())
 		if len(del) != 1 || del[0].PK != `{"id": 2}` || del[0].Table != "public.outcome" {
 			t.Errorf("delete_queue = %+v, want one delete of public.outcome {\"id\": 2}", del)
 		}
@@ -148,7 +148,7 @@ func TestMasterTriggers(t *testing.T) {
 		exec(t, "UPDATE outcome SET name = 'n' || id WHERE id <= 50")
 		exec(t, "UPDATE outcome SET name = 'changed' WHERE id IN (7, 8)")
 		exec(t, `UPDATE outcome SET data = '{"k": [1, 3]}' WHERE id = 9`)
-		got := entries(t, pool, DenormalizeQueue)
+		got := entries(t, pool, registry.DenormalizeQueue.Table())
 		keys := map[string]bool{}
 		for _, e := range got {
 			keys[e.PK] = true
@@ -165,7 +165,7 @@ func TestMasterTriggers(t *testing.T) {
 		exec(t, `INSERT INTO outcome (id, name) VALUES (1, 'a'), (2, 'changed'), (3, 'new')
 			ON CONFLICT (id) DO UPDATE SET name = excluded.name`)
 		var ops []string
-		for _, e := range entries(t, pool, DenormalizeQueue) {
+		for _, e := range entries(t, pool, registry.DenormalizeQueue.Table()) {
 			ops = append(ops, e.Op+" "+e.PK)
 		}
 		sort.Strings(ops)
@@ -179,7 +179,7 @@ func TestMasterTriggers(t *testing.T) {
 		exec(t, "INSERT INTO outcome (id, name) VALUES (1, 'a')")
 		exec(t, "DELETE FROM pgoutpost.denormalize_queue")
 		exec(t, "UPDATE outcome SET id = 10")
-		got := entries(t, pool, DenormalizeQueue)
+		got := entries(t, pool, registry.DenormalizeQueue.Table())
 		if len(got) != 1 || got[0].PK != `{"id": 10}` || got[0].Op != OpUpdate {
 			t.Errorf("denormalize_queue = %+v, want one update of id 10", got)
 		}
@@ -260,7 +260,7 @@ func TestMasterTriggers(t *testing.T) {
 		if _, err := c.Exec(ctx, "INSERT INTO unit (id) VALUES (6); DELETE FROM unit WHERE id = 6"); err != nil {
 			t.Fatal(err)
 		}
-		got := entries(t, pool, DeleteQueue)
+		got := entries(t, pool, registry.DeleteQueue.Table())
 		if len(got) != 1 || got[0].PK != `{"id": 6}` {
 			t.Errorf("after SET LOCAL ended, delete_queue = %+v, want only id 6", got)
 		}
@@ -272,7 +272,7 @@ func TestMasterTriggers(t *testing.T) {
 			exec(t, "INSERT INTO unit (id, name) VALUES (42, 'x')")
 			exec(t, "DELETE FROM unit WHERE id = 42")
 		}
-		got := entries(t, pool, DeleteQueue)
+		got := entries(t, pool, registry.DeleteQueue.Table())
 		if len(got) != 2 || got[0].PK != `{"id": 42}` || got[1].PK != `{"id": 42}` || got[0].ID == got[1].ID {
 			t.Errorf("delete_queue = %+v, want two entries for id 42", got)
 		}

@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -17,21 +18,58 @@ import (
 // tables.
 const QueueSchema = "pgoutpost"
 
-// pgoutpost's own tables, in QueueSchema: the queues the master's triggers
-// fill and the slave processes, and the slave's dead letters. They are not
-// models of the configuration.
-var (
-	DeleteQueue      = TableName{Schema: QueueSchema, Name: "delete_queue"}
-	DenormalizeQueue = TableName{Schema: QueueSchema, Name: "denormalize_queue"}
-	DeadLetter       = TableName{Schema: QueueSchema, Name: "dead_letter"}
+// Queue is one of the queues entries come from: pgoutpost's two, which the
+// master's triggers fill and the slave processes, and the two of
+// django-logical-replication (the seed), which pgoutpost processes and keeps
+// published while a deployment switches over from it. Its value is how
+// dead_letter.queue, the metrics' queue label and an event's Nats-Msg-Id
+// spell it; Table is where its rows are.
+type Queue string
+
+// The queues.
+const (
+	DeleteQueue          Queue = "delete"
+	DenormalizeQueue     Queue = "denormalize"
+	SeedDeleteQueue      Queue = "logical_replication_deletequeue"
+	SeedDenormalizeQueue Queue = "logical_replication_denormalizequeue"
 )
 
-// The queue tables of django-logical-replication, which pgoutpost can process
-// and keep published while a deployment switches over from it.
-var (
-	SeedDeleteQueue      = TableName{Schema: "public", Name: "logical_replication_deletequeue"}
-	SeedDenormalizeQueue = TableName{Schema: "public", Name: "logical_replication_denormalizequeue"}
-)
+// Queues are all queues, in the order they are reported.
+var Queues = []Queue{DeleteQueue, DenormalizeQueue, SeedDeleteQueue, SeedDenormalizeQueue}
+
+// Table is the queue's table: in QueueSchema for pgoutpost's, in public for
+// the seed's.
+func (q Queue) Table() TableName {
+	if q.Seed() {
+		return TableName{Schema: "public", Name: string(q)}
+	}
+	return TableName{Schema: QueueSchema, Name: string(q) + "_queue"}
+}
+
+// Seed reports whether q is one of the seed's queues.
+func (q Queue) Seed() bool { return q == SeedDeleteQueue || q == SeedDenormalizeQueue }
+
+// Deletes reports whether q holds deletes (the others hold inserts and
+// updates).
+func (q Queue) Deletes() bool { return q == DeleteQueue || q == SeedDeleteQueue }
+
+// Known reports whether q is one of Queues.
+func (q Queue) Known() bool { return slices.Contains(Queues, q) }
+
+// QueueOf returns the queue whose table is t.
+func QueueOf(t TableName) (Queue, bool) {
+	for _, q := range Queues {
+		if q.Table() == t {
+			return q, true
+		}
+	}
+	return "", false
+}
+
+// DeadLetter is the slave's table of entries that could not be applied, in
+// QueueSchema. Like the queue tables, it is not a model of the
+// configuration.
+var DeadLetter = TableName{Schema: QueueSchema, Name: "dead_letter"}
 
 // Role says which side of replication a database is on, spelled as
 // sidecar.yaml's role.

@@ -130,7 +130,7 @@ func MissingPrivileges(ctx context.Context, db DB, role string, reg *registry.Re
 		}
 		// The apply worker writes each table as its owner (run_as_owner =
 		// false): the subscription's owner must be able to SET ROLE to it.
-		owners, err := c.tableOwners(append(syncedTableNames(reg), registry.DeleteQueue, registry.DenormalizeQueue), "SET")
+		owners, err := c.tableOwners(append(syncedTableNames(reg), registry.DeleteQueue.Table(), registry.DenormalizeQueue.Table()), "SET")
 		if err != nil {
 			return nil, err
 		}
@@ -167,11 +167,11 @@ func MissingPrivileges(ctx context.Context, db DB, role string, reg *registry.Re
 	var queues bool
 	// Looked up in the catalog: to_regclass needs USAGE on the schema.
 	if err := db.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2)",
-		registry.DeleteQueue.Schema, registry.DeleteQueue.Name).Scan(&queues); err != nil {
+		registry.DeleteQueue.Table().Schema, registry.DeleteQueue.Table().Name).Scan(&queues); err != nil {
 		return nil, fmt.Errorf("read queues: %w", err)
 	}
 	if queues {
-		for _, t := range []registry.TableName{registry.DeleteQueue, registry.DenormalizeQueue, registry.DeadLetter} {
+		for _, t := range []registry.TableName{registry.DeleteQueue.Table(), registry.DenormalizeQueue.Table(), registry.DeadLetter} {
 			if err := c.table(t, "run", "SELECT", "INSERT", "DELETE"); err != nil {
 				return nil, err
 			}

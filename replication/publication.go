@@ -139,7 +139,7 @@ func desired(reg *registry.Registry, names Names, queueTables []registry.TableNa
 	}
 	for _, q := range queueTables {
 		pub := names.Queue.Name
-		if q == registry.SeedDeleteQueue || q == registry.SeedDenormalizeQueue {
+		if q == registry.SeedDeleteQueue.Table() || q == registry.SeedDenormalizeQueue.Table() {
 			pub = names.seedQueuePub
 		}
 		out[pub] = append(out[pub], &registry.Table{Name: q})
@@ -168,9 +168,9 @@ func PlanPublications(ctx context.Context, db DB, reg *registry.Registry, names 
 	for _, t := range reg.OfKind(registry.KindUser) {
 		plan.UserTables = append(plan.UserTables, t.Name)
 	}
-	queues := []registry.TableName{registry.DeleteQueue, registry.DenormalizeQueue}
+	queues := []registry.TableName{registry.DeleteQueue.Table(), registry.DenormalizeQueue.Table()}
 	if names.SeedQueues {
-		queues = append(queues, registry.SeedDeleteQueue, registry.SeedDenormalizeQueue)
+		queues = append(queues, registry.SeedDeleteQueue.Table(), registry.SeedDenormalizeQueue.Table())
 	}
 	exists, err := existingTables(ctx, db, queues)
 	if err != nil {

@@ -218,7 +218,7 @@ func (r *Report) readSlots(ctx context.Context, db DB) error {
 
 func (r *Report) readQueues(ctx context.Context, db DB, checks SlaveChecks) error {
 	var installed bool
-	if err := db.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", registry.DeleteQueue.Sanitize()).Scan(&installed); err != nil {
+	if err := db.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", registry.DeleteQueue.Table().Sanitize()).Scan(&installed); err != nil {
 		return fmt.Errorf("read queues: %w", err)
 	}
 	if !installed {
@@ -396,7 +396,7 @@ func (r *Report) Write(w io.Writer) {
 		fmt.Fprintf(w, "failover slots (synchronized to standbys): %s\n", strings.Join(r.FailoverSlots, ", "))
 	}
 	if r.Queues != nil {
-		for _, name := range []string{registry.DeleteQueue.String(), registry.DenormalizeQueue.String()} {
+		for _, name := range []string{registry.DeleteQueue.Table().String(), registry.DenormalizeQueue.Table().String()} {
 			fmt.Fprintf(w, "queue %s: %d rows\n", name, r.Queues[name])
 		}
 	}

@@ -42,8 +42,8 @@ func (d *entryDecoder) relation(rel *decoder.Relation) *queueRel {
 		return r
 	}
 	t := registry.TableName{Schema: rel.Namespace, Name: rel.Name}
-	q, ok := queue.QueueOf(t)
-	if ok && !d.seed && (q == queue.QueueSeedDelete || q == queue.QueueSeedDenormalize) {
+	q, ok := registry.QueueOf(t)
+	if ok && !d.seed && q.Seed() {
 		ok = false
 	}
 	r := &queueRel{rel: rel, table: t, queue: ok}

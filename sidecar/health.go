@@ -175,8 +175,8 @@ func (s *Sidecar) probeDB(ctx context.Context, p *probeState) error {
 		return err
 	}
 	for _, d := range depths {
-		m.pending.WithLabelValues(d.Queue).Set(float64(d.Pending))
-		m.dead.WithLabelValues(d.Queue).Set(float64(d.DeadLetters))
+		m.pending.WithLabelValues(string(d.Queue)).Set(float64(d.Pending))
+		m.dead.WithLabelValues(string(d.Queue)).Set(float64(d.DeadLetters))
 		p.queueLag = max(p.queueLag, d.OldestAge)
 	}
 	m.queueLag.Set(p.queueLag.Seconds())

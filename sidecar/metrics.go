@@ -8,6 +8,7 @@ import (
 
 	"github.com/pgoutpost/pgoutpost/decoder"
 	"github.com/pgoutpost/pgoutpost/queue"
+	"github.com/pgoutpost/pgoutpost/registry"
 )
 
 // Namespace is the Prometheus namespace of every pgoutpost metric.
@@ -100,10 +101,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	// Series that exist from the start, so that dashboards and alerts see
 	// zeros instead of nothing.
-	for _, q := range []string{queue.QueueDelete, queue.QueueDenormalize} {
-		m.pending.WithLabelValues(q)
-		m.dead.WithLabelValues(q)
-		m.commitToDone.WithLabelValues(q)
+	for _, q := range []registry.Queue{registry.DeleteQueue, registry.DenormalizeQueue} {
+		m.pending.WithLabelValues(string(q))
+		m.dead.WithLabelValues(string(q))
+		m.commitToDone.WithLabelValues(string(q))
 	}
 	for _, s := range walStatuses {
 		m.walStatus.WithLabelValues(s)
@@ -115,10 +116,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 }
 
 // EntryDone implements queue.Observer.
-func (m *Metrics) EntryDone(queueName, table, result string, commitToDone time.Duration) {
-	m.entries.WithLabelValues(queueName, table, result).Inc()
+func (m *Metrics) EntryDone(q registry.Queue, table, result string, commitToDone time.Duration) {
+	m.entries.WithLabelValues(string(q), table, result).Inc()
 	if (result == queue.ResultApplied || result == queue.ResultPublished) && commitToDone > 0 {
-		m.commitToDone.WithLabelValues(queueName).Observe(commitToDone.Seconds())
+		m.commitToDone.WithLabelValues(string(q)).Observe(commitToDone.Seconds())
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgoutpost/pgoutpost/internal/pgtest"
 	"github.com/pgoutpost/pgoutpost/queue"
+	"github.com/pgoutpost/pgoutpost/registry"
 	"github.com/pgoutpost/pgoutpost/replication"
 	"github.com/pgoutpost/pgoutpost/sidecar"
 )
@@ -366,7 +367,7 @@ type skipper struct {
 }
 
 func (s *skipper) Apply(ctx context.Context, txns []queue.Txn) (int, error) {
-	if len(txns) == 1 && len(txns[0].Entries) > 0 && txns[0].Entries[0].Queue == queue.QueueDelete && s.skipped.CompareAndSwap(false, true) {
+	if len(txns) == 1 && len(txns[0].Entries) > 0 && txns[0].Entries[0].Queue == registry.DeleteQueue && s.skipped.CompareAndSwap(false, true) {
 		return 1, nil
 	}
 	return s.Processor.Apply(ctx, txns)

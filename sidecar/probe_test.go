@@ -54,13 +54,13 @@ INSERT INTO pgoutpost.dead_letter (queue, entry_id, entry, error) VALUES ('logic
 	body, _ := io.ReadAll(rec.Body)
 	metrics := string(body)
 	for _, c := range []struct {
-		queue         string
+		queue         registry.Queue
 		pending, dead int
 	}{
-		{queue.QueueDelete, 1, 0},
-		{queue.QueueDenormalize, 0, 0},
-		{queue.QueueSeedDelete, 3, 1},
-		{queue.QueueSeedDenormalize, 1, 0},
+		{registry.DeleteQueue, 1, 0},
+		{registry.DenormalizeQueue, 0, 0},
+		{registry.SeedDeleteQueue, 3, 1},
+		{registry.SeedDenormalizeQueue, 1, 0},
 	} {
 		for _, want := range []string{
 			fmt.Sprintf("pgoutpost_queue_pending_entries{queue=%q} %d\n", c.queue, c.pending),

@@ -22,6 +22,7 @@ import (
 	"github.com/pgoutpost/pgoutpost/decoder"
 	"github.com/pgoutpost/pgoutpost/internal/backoff"
 	"github.com/pgoutpost/pgoutpost/queue"
+	"github.com/pgoutpost/pgoutpost/registry"
 	"github.com/pgoutpost/pgoutpost/replication"
 	"github.com/pgoutpost/pgoutpost/sink"
 )
@@ -299,7 +300,7 @@ func (s *Sidecar) check(ctx context.Context) error {
 	var del, den, pub bool
 	err = s.opts.DB.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL,
 		EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = $3)`,
-		queue.DeleteQueue.Sanitize(), queue.DenormalizeQueue.Sanitize(), s.opts.Publication).Scan(&del, &den, &pub)
+		registry.DeleteQueue.Table().Sanitize(), registry.DenormalizeQueue.Table().Sanitize(), s.opts.Publication).Scan(&del, &den, &pub)
 	if err != nil {
 		return fmt.Errorf("check the slave database: %w", err)
 	}
@@ -308,7 +309,7 @@ func (s *Sidecar) check(ctx context.Context) error {
 		missing = append(missing, fmt.Errorf("wal_level is %s on the slave: the sidecar's slot needs wal_level = logical (set it and restart PostgreSQL)", settings.WalLevel))
 	}
 	if !del || !den {
-		missing = append(missing, fmt.Errorf("%w: the queue tables %s and %s are missing; run `pgoutpost queue install` with the slave's configuration", ErrNotInstalled, queue.DeleteQueue, queue.DenormalizeQueue))
+		missing = append(missing, fmt.Errorf("%w: the queue tables %s and %s are missing; run `pgoutpost queue install` with the slave's configuration", ErrNotInstalled, registry.DeleteQueue.Table(), registry.DenormalizeQueue.Table()))
 	}
 	if !pub {
 		missing = append(missing, fmt.Errorf("%w: the local publication %s is missing; run `pgoutpost queue install` with the slave's configuration", ErrNotInstalled, s.opts.Publication))

@@ -42,8 +42,8 @@ inserts only, so these deletes never reach the slaves.`, &g)
 		after time.Duration
 		key   string
 	}{
-		{queue.DeleteQueue, s.cfg.Queue.DeleteExpireAfter, "queue.delete_expire_after"},
-		{queue.DenormalizeQueue, s.cfg.Queue.DenormalizeExpireAfter, "queue.denormalize_expire_after"},
+		{registry.DeleteQueue.Table(), s.cfg.Queue.DeleteExpireAfter, "queue.delete_expire_after"},
+		{registry.DenormalizeQueue.Table(), s.cfg.Queue.DenormalizeExpireAfter, "queue.denormalize_expire_after"},
 	} {
 		if q.after <= 0 {
 			fmt.Fprintf(e.stdout, "%s: kept (%s is 0)\n", q.table, q.key)
