@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/pgoutpost/pgoutpost/internal/connstr"
 )
@@ -57,6 +59,33 @@ func (s Source) Resolve(ctx context.Context) (string, error) {
 		return v, nil
 	}
 	return s.fromAWS(ctx)
+}
+
+// systemIDTimeout bounds connecting to the master and reading its system
+// identifier.
+const systemIDTimeout = 30 * time.Second
+
+// MasterSystemID resolves src and reads the master's system identifier
+// (pg_control_system().system_identifier), the first part of every event's
+// Nats-Msg-Id: a republish after a crash is then dropped by JetStream
+// whatever path the entry took. Errors never contain the conninfo.
+func MasterSystemID(ctx context.Context, src Source) (string, error) {
+	conninfo, err := src.Resolve(ctx)
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, systemIDTimeout)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, conninfo)
+	if err != nil {
+		return "", fmt.Errorf("connect to the master for its system identifier: %w", scrubError(err, conninfo))
+	}
+	defer conn.Close(context.Background())
+	var id string
+	if err := conn.QueryRow(ctx, "SELECT system_identifier::text FROM pg_catalog.pg_control_system()").Scan(&id); err != nil {
+		return "", fmt.Errorf("read the master's system identifier: %w", err)
+	}
+	return id, nil
 }
 
 func (s Source) fromAWS(ctx context.Context) (string, error) {

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/pgoutpost/pgoutpost/internal/pgtest"
 )
 
 func TestConnInfoFromSecret(t *testing.T) {
@@ -125,4 +127,30 @@ func TestNewNames(t *testing.T) {
 	if _, err := NewNames("Bad-Prefix", "", "qa"); err == nil {
 		t.Error("a prefix that is not a valid slot name was accepted")
 	}
+}
+
+func TestMasterSystemID(t *testing.T) {
+	master := pgtest.NewDB(t, pgtest.Master(t))
+	ctx := context.Background()
+	t.Run("reads the master's identifier", func(t *testing.T) {
+		var want string
+		if err := pgtest.Pool(t, master.DSN).QueryRow(ctx, "SELECT system_identifier::text FROM pg_control_system()").Scan(&want); err != nil {
+			t.Fatal(err)
+		}
+		got, err := MasterSystemID(ctx, Source{ConnInfo: master.ConnInfo()})
+		if err != nil || got != want {
+			t.Errorf("got %q, %v; want %q", got, err, want)
+		}
+	})
+	t.Run("an unreachable master's error hides the password", func(t *testing.T) {
+		_, err := MasterSystemID(ctx, Source{ConnInfo: "host=127.0.0.1 port=1 user=app password=hidden-value dbname=x connect_timeout=5"})
+		if err == nil || strings.Contains(err.Error(), "hidden-value") || !strings.Contains(err.Error(), "system identifier") {
+			t.Errorf("error = %v, want one naming the system identifier without the password", err)
+		}
+	})
+	t.Run("a source that does not resolve", func(t *testing.T) {
+		if _, err := MasterSystemID(ctx, Source{Env: "TEST_UNSET_VARIABLE"}); err == nil || !strings.Contains(err.Error(), "TEST_UNSET_VARIABLE") {
+			t.Errorf("error = %v, want one naming the variable", err)
+		}
+	})
 }

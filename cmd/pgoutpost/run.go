@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -105,7 +104,11 @@ grace period.`, &g)
 	if err != nil {
 		return err
 	}
-	systemID, err := masterSystemID(ctx, cfg)
+	master, ok := masterSource(cfg)
+	if !ok {
+		return &replConfigError{"master: not set; the sidecar reads the master's system identifier for event ids"}
+	}
+	systemID, err := replication.MasterSystemID(ctx, master)
 	if err != nil {
 		return err
 	}
@@ -175,36 +178,6 @@ func runRegistry(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, lo
 		return nil, err
 	}
 	return reg, nil
-}
-
-// masterSystemID reads the master's system identifier, the first part of
-// every event's Nats-Msg-Id, so that a republish after a crash is dropped by
-// JetStream whatever path the entry took.
-func masterSystemID(ctx context.Context, cfg *config.Config) (string, error) {
-	m := cfg.Master
-	if m.IsZero() {
-		return "", &replConfigError{"master: not set; the sidecar reads the master's system identifier for event ids"}
-	}
-	src := replication.Source{ConnInfo: m.DSN, Env: m.Env, File: m.File, Environment: cfg.Environment}
-	if m.AWSSecret != nil {
-		src.AWSSecret, src.AWSRegion = m.AWSSecret.Name, m.AWSSecret.Region
-	}
-	conninfo, err := src.Resolve(ctx)
-	if err != nil {
-		return "", err
-	}
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(cctx, conninfo)
-	if err != nil {
-		return "", fmt.Errorf("connect to the master for its system identifier: %s", connstr.Scrub(err.Error(), conninfo))
-	}
-	defer conn.Close(context.Background())
-	var id string
-	if err := conn.QueryRow(cctx, "SELECT system_identifier::text FROM pg_catalog.pg_control_system()").Scan(&id); err != nil {
-		return "", fmt.Errorf("read the master's system identifier: %w", err)
-	}
-	return id, nil
 }
 
 // openSink connects the NATS publisher of the nats: section, or returns the

@@ -64,6 +64,17 @@ func openRepl(ctx context.Context, e *env, g *globalFlags, cmd string, want conf
 	return &replSession{cfg: cfg, names: names, conn: conn, logger: logger}, nil
 }
 
+// masterSource returns where the configuration's master: section says the
+// master's conninfo comes from; false when it has none.
+func masterSource(cfg *config.Config) (replication.Source, bool) {
+	m := cfg.Master
+	src := replication.Source{ConnInfo: m.DSN, File: m.File, Env: m.Env, Environment: cfg.Environment}
+	if m.AWSSecret != nil {
+		src.AWSSecret, src.AWSRegion = m.AWSSecret.Name, m.AWSSecret.Region
+	}
+	return src, !m.IsZero()
+}
+
 func (s *replSession) close() { _ = s.conn.Close(context.Background()) }
 
 // registry resolves the models against the database and refuses a registry

@@ -94,12 +94,8 @@ func (m *masterFlags) source(cfg *config.Config) (replication.Source, error) {
 	case set == 1:
 		return src, nil
 	}
-	ms := cfg.Master
-	src = replication.Source{ConnInfo: ms.DSN, File: ms.File, Env: ms.Env, Environment: cfg.Environment}
-	if ms.AWSSecret != nil {
-		src.AWSSecret, src.AWSRegion = ms.AWSSecret.Name, ms.AWSSecret.Region
-	}
-	if ms.IsZero() {
+	src, ok := masterSource(cfg)
+	if !ok {
 		return src, &replConfigError{"no master connection: set master: in the configuration or pass --conninfo"}
 	}
 	return src, nil
