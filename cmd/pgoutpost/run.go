@@ -17,7 +17,6 @@ import (
 	"github.com/pgoutpost/pgoutpost/config"
 	"github.com/pgoutpost/pgoutpost/internal/connstr"
 	"github.com/pgoutpost/pgoutpost/queue"
-	"github.com/pgoutpost/pgoutpost/registry"
 	"github.com/pgoutpost/pgoutpost/replication"
 	"github.com/pgoutpost/pgoutpost/sidecar"
 	"github.com/pgoutpost/pgoutpost/sink"
@@ -62,26 +61,15 @@ grace period.`, &g)
 	if *grace < 0 {
 		return usagef("--shutdown-grace %s: want a positive duration", *grace)
 	}
-	logger, err := g.logger(e)
+	cfg, logger, dsn, err := loadConfig(ctx, e, &g, "run", config.RoleSlave)
 	if err != nil {
 		return err
-	}
-	cfg, err := config.LoadContext(ctx, g.config)
-	if err != nil {
-		return err
-	}
-	if cfg.Role != config.RoleSlave {
-		return &replConfigError{fmt.Sprintf("run runs on a slave; %s says role: %s", g.config, cfg.Role)}
 	}
 	if *listen != "" {
 		cfg.Sidecar.Listen = *listen
 	}
 	if *grace > 0 {
 		cfg.Sidecar.ShutdownGrace = *grace
-	}
-	dsn, err := cfg.Database.Resolve()
-	if err != nil {
-		return &replConfigError{fmt.Sprintf("database: %v", err)}
 	}
 
 	pcfg, err := pgxpool.ParseConfig(dsn)
@@ -100,7 +88,7 @@ grace period.`, &g)
 		return fmt.Errorf("open the slave database pool: %s", connstr.Scrub(err.Error(), dsn))
 	}
 	defer pool.Close()
-	reg, err := runRegistry(ctx, pool, cfg, logger)
+	reg, err := validRegistry(ctx, pool, cfg, logger)
 	if err != nil {
 		return err
 	}
@@ -161,23 +149,6 @@ grace period.`, &g)
 		"slot", cfg.Sidecar.Slot, "publication", cfg.Sidecar.Publication, "sink", *sinkKind,
 		"listen", cfg.Sidecar.Listen, "tables", len(reg.Tables))
 	return sc.Run(ctx)
-}
-
-// runRegistry loads the registry from the slave's catalog and refuses one
-// with errors (exit 2), listing every problem; warnings are logged.
-func runRegistry(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, logger *slog.Logger) (*registry.Registry, error) {
-	reg, err := registry.Load(ctx, pool, cfg.RegistrySpec())
-	if err != nil {
-		return nil, fmt.Errorf("load registry: %w", err)
-	}
-	problems := registry.Validate(reg)
-	for _, w := range problems.Warnings() {
-		logger.Warn(w.Message, "subject", w.Subject)
-	}
-	if err := problems.Err(); err != nil {
-		return nil, err
-	}
-	return reg, nil
 }
 
 // openSink connects the NATS publisher of the nats: section, or returns the

@@ -63,7 +63,7 @@ func TestRunRefusesBadInvocations(t *testing.T) {
 		want []string
 	}{
 		{"invalid configuration lists every problem", []string{"run", "--config", invalid}, []string{"heartbeat", "kind", "environment"}},
-		{"master configuration", []string{"run", "--config", master}, []string{"run runs on a slave"}},
+		{"master configuration", []string{"run", "--config", master}, []string{"run runs on the slave"}},
 		{"unknown sink", []string{"run", "--config", master, "--sink", "kafka"}, []string{`--sink "kafka"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
