@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"sync"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
@@ -185,110 +182,5 @@ func openSink(ctx context.Context, e *env, cfg *config.Config, kind string, m *s
 	// anyway, so that deletes propagate and the probes answer, and connect
 	// in the background. A stream that does not fit is an error at once.
 	logger.Error("NATS is unreachable; starting without it and connecting in the background (not ready until then)", "err", err)
-	l := &lazySink{ready: make(chan struct{}), closed: make(chan struct{}), err: err}
-	go l.connect(ctx, opts, logger)
-	return l, nil
-}
-
-// lazySink is the NATS sink of a sidecar that started while NATS was
-// unreachable: publishing waits until the background connection is made.
-type lazySink struct {
-	ready, closed chan struct{}
-	closeOnce     sync.Once
-
-	mu  sync.Mutex
-	n   *sink.NATS
-	err error // why there is no connection yet
-}
-
-func (l *lazySink) connect(ctx context.Context, opts sink.Options, logger *slog.Logger) {
-	wait := time.Second
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-l.closed:
-			return
-		case <-time.After(wait):
-		}
-		n, err := sink.Connect(ctx, opts)
-		if err == nil {
-			l.mu.Lock()
-			l.n, l.err = n, nil
-			l.mu.Unlock()
-			close(l.ready)
-			logger.Info("connected to NATS", "url", connstr.RedactURLs(opts.URL))
-			select {
-			case <-l.closed:
-				_ = n.Close()
-			default:
-			}
-			return
-		}
-		l.mu.Lock()
-		l.err = err
-		l.mu.Unlock()
-		logger.Warn("NATS still unreachable", "err", err)
-		wait = min(2*wait, 30*time.Second)
-	}
-}
-
-func (l *lazySink) get() *sink.NATS {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.n
-}
-
-func (l *lazySink) wait(ctx context.Context) error {
-	select {
-	case <-l.ready:
-		return nil
-	case <-l.closed:
-		return sink.ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (l *lazySink) Publish(ctx context.Context, msgs []sink.Message) (int, error) {
-	if err := l.wait(ctx); err != nil {
-		return 0, err
-	}
-	return l.get().Publish(ctx, msgs)
-}
-
-func (l *lazySink) PublishAsync(ctx context.Context, msgs []sink.Message) *sink.Pending {
-	if err := l.wait(ctx); err != nil {
-		// A batch that ends at once with nothing acked, as the sinks
-		// report a cancelled one.
-		done, cancel := context.WithCancelCause(ctx)
-		cancel(err)
-		return sink.NewLog(io.Discard, "").PublishAsync(done, msgs)
-	}
-	return l.get().PublishAsync(ctx, msgs)
-}
-
-func (l *lazySink) Ready() error {
-	if n := l.get(); n != nil {
-		return n.Ready()
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return fmt.Errorf("not connected: %w", l.err)
-}
-
-// Stats are the connected sink's, or zero (not connected).
-func (l *lazySink) Stats() sink.Stats {
-	if n := l.get(); n != nil {
-		return n.Stats()
-	}
-	return sink.Stats{}
-}
-
-func (l *lazySink) Close() error {
-	l.closeOnce.Do(func() { close(l.closed) })
-	if n := l.get(); n != nil {
-		return n.Close()
-	}
-	return nil
+	return sink.ConnectLater(ctx, opts, err), nil
 }
