@@ -24,6 +24,7 @@ import (
 
 	"github.com/pgoutpost/pgoutpost/consumer"
 	"github.com/pgoutpost/pgoutpost/event"
+	"github.com/pgoutpost/pgoutpost/examples/denormalize-consumer/reports"
 	"github.com/pgoutpost/pgoutpost/internal/natsembed"
 	"github.com/pgoutpost/pgoutpost/internal/pgcluster"
 	"github.com/pgoutpost/pgoutpost/registry"
@@ -318,7 +319,7 @@ func (d *demo) startSidecar(ctx context.Context) error {
 
 // startConsumer follows the slave's shop_outcome events as an application
 // service would (package consumer) and keeps app_report.outcome_name up to
-// date, as examples/denormalize-consumer does.
+// date with the handler of examples/denormalize-consumer.
 func (d *demo) startConsumer(ctx context.Context) error {
 	var err error
 	if d.nc, err = nats.Connect(d.nats.URL(), nats.Name("pgoutpost-demo")); err != nil {
@@ -329,7 +330,7 @@ func (d *demo) startConsumer(ctx context.Context) error {
 		return err
 	}
 	opts := consumer.Options{
-		Env: demoSlaveEnv, Durable: "demo-reports", Tables: []string{"public.shop_outcome"},
+		Env: demoSlaveEnv, Durable: "demo-reports", Tables: []string{reports.OutcomeTable},
 		MaxAckPending: 1, RetryMin: 100 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(d.e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
@@ -343,10 +344,11 @@ func (d *demo) startConsumer(ctx context.Context) error {
 	d.events = make(chan event.Event, 64)
 	cctx, cancel := context.WithCancel(context.Background())
 	d.consumerStop, d.consumerDone = cancel, make(chan struct{})
+	handler := &reports.Denormalizer{DB: d.slaveDB}
 	go func() {
 		defer close(d.consumerDone)
 		_ = consumer.Run(cctx, js, opts, func(ctx context.Context, ev event.Event) error {
-			if err := denormalizeReports(ctx, d.slaveDB, ev); err != nil {
+			if err := handler.Handle(ctx, ev); err != nil {
 				return err
 			}
 			select {
@@ -356,31 +358,8 @@ func (d *demo) startConsumer(ctx context.Context) error {
 			return nil
 		})
 	}()
-	d.say("a consumer (package consumer, durable %q) follows %s events on NATS", opts.Durable, "public.shop_outcome")
+	d.say("a consumer (package consumer, durable %q) follows %s events on NATS", opts.Durable, reports.OutcomeTable)
 	return nil
-}
-
-// denormalizeReports copies an outcome's new name into the reports pointing
-// at it; a delete marks them stale (NULL).
-func denormalizeReports(ctx context.Context, db *pgxpool.Pool, ev event.Event) error {
-	var pk struct {
-		ID int64 `json:"id"`
-	}
-	if err := ev.DecodePK(&pk); err != nil {
-		return err
-	}
-	var name *string
-	if ev.Op != event.OpDelete && ev.HasRow() {
-		var row struct {
-			Name string `json:"name"`
-		}
-		if err := ev.DecodeRow(&row); err != nil {
-			return err
-		}
-		name = &row.Name
-	}
-	_, err := db.Exec(ctx, `UPDATE app_report SET outcome_name = $2 WHERE outcome_id = $1 AND outcome_name IS DISTINCT FROM $2`, pk.ID, name)
-	return err
 }
 
 // cascadeDelete deletes unit 1 on the master the way Django does (its
