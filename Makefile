@@ -64,8 +64,8 @@ bench-large: ## one master transaction of LARGE_UNITS×2 delete entries: the sid
 		-args -faults.large.units=$(or $(LARGE_UNITS),500000) $(if $(LARGE_TXN),-faults.large.txn=$(LARGE_TXN)) 2>&1 \
 		| grep -E 'FIGURES|Benchmark|large_test|ok|FAIL|panic'
 
-demo: ## start a throwaway master, slave and NATS and show what pgoutpost does
-	$(WITH_PG) $(GO) run ./cmd/pgoutpost demo
+demo: build ## build pgoutpost, start a throwaway master, slave and NATS and show what it does (cmd/pgoutpost-demo)
+	$(WITH_PG) $(GO) run ./cmd/pgoutpost-demo --pgoutpost $(BIN)
 
 image: ## build the container image (needs a Docker engine)
 	docker build --build-arg VERSION=$(VERSION) -t pgoutpost:$(VERSION) .

@@ -33,33 +33,27 @@ type command struct {
 	run func(ctx context.Context, env *env, args []string) error
 }
 
-// commands lists every subcommand; each lives in its own file. It is filled
-// in init because the demo command runs other commands through the dispatcher.
-var commands []command
-
-func init() {
-	commands = []command{
-		versionCommand,
-		validateCommand,
-		registryShowCommand,
-		demoCommand,
-		publicationCreateCommand,
-		publicationUpdateCommand,
-		subscriptionCreateCommand,
-		subscriptionUpdateCommand,
-		subscriptionDropCommand,
-		printDeleteSQLCommand,
-		printDumpCommand,
-		statusCommand,
-		queueInstallCommand,
-		queueExpireCommand,
-		queueStatusCommand,
-		queueRetryCommand,
-		guardInstallCommand,
-		guardRemoveCommand,
-		resyncFKsCommand,
-		runCommand,
-	}
+// commands lists every subcommand; each lives in its own file.
+var commands = []command{
+	versionCommand,
+	validateCommand,
+	registryShowCommand,
+	publicationCreateCommand,
+	publicationUpdateCommand,
+	subscriptionCreateCommand,
+	subscriptionUpdateCommand,
+	subscriptionDropCommand,
+	printDeleteSQLCommand,
+	printDumpCommand,
+	statusCommand,
+	queueInstallCommand,
+	queueExpireCommand,
+	queueStatusCommand,
+	queueRetryCommand,
+	guardInstallCommand,
+	guardRemoveCommand,
+	resyncFKsCommand,
+	runCommand,
 }
 
 // env is what a command gets from the program: its output streams.

@@ -4,12 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"sync"
-	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +15,7 @@ import (
 	"github.com/pgoutpost/pgoutpost/internal/connstr"
 	"github.com/pgoutpost/pgoutpost/queue"
 	"github.com/pgoutpost/pgoutpost/registry"
+	"github.com/pgoutpost/pgoutpost/replication"
 	"github.com/pgoutpost/pgoutpost/sidecar"
 	"github.com/pgoutpost/pgoutpost/sink"
 )
@@ -62,26 +59,15 @@ grace period.`, &g)
 	if *grace < 0 {
 		return usagef("--shutdown-grace %s: want a positive duration", *grace)
 	}
-	logger, err := g.logger(e)
+	cfg, logger, dsn, err := loadConfig(ctx, e, &g, "run", registry.RoleSlave)
 	if err != nil {
 		return err
-	}
-	cfg, err := config.LoadContext(ctx, g.config)
-	if err != nil {
-		return err
-	}
-	if cfg.Role != registry.RoleSlave {
-		return &replConfigError{fmt.Sprintf("run runs on a slave; %s says role: %s", g.config, cfg.Role)}
 	}
 	if *listen != "" {
 		cfg.Sidecar.Listen = *listen
 	}
 	if *grace > 0 {
 		cfg.Sidecar.ShutdownGrace = *grace
-	}
-	dsn, err := cfg.Database.Resolve(ctx, "")
-	if err != nil {
-		return &replConfigError{fmt.Sprintf("database: %v", err)}
 	}
 
 	pcfg, err := pgxpool.ParseConfig(dsn)
@@ -100,11 +86,18 @@ grace period.`, &g)
 		return fmt.Errorf("open the slave database pool: %s", connstr.Scrub(err.Error(), dsn))
 	}
 	defer pool.Close()
-	reg, err := runRegistry(ctx, pool, cfg, logger)
+	reg, err := validRegistry(ctx, pool, cfg, logger)
 	if err != nil {
 		return err
 	}
-	systemID, err := masterSystemID(ctx, cfg)
+	if cfg.Master.IsZero() {
+		return &replConfigError{"master: not set; the sidecar reads the master's system identifier for event ids"}
+	}
+	master, err := resolveMaster(ctx, cfg.Master, cfg)
+	if err != nil {
+		return err
+	}
+	systemID, err := replication.MasterSystemID(ctx, master)
 	if err != nil {
 		return err
 	}
@@ -159,49 +152,6 @@ grace period.`, &g)
 	return sc.Run(ctx)
 }
 
-// runRegistry loads the registry from the slave's catalog and refuses one
-// with errors (exit 2), listing every problem; warnings are logged.
-func runRegistry(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, logger *slog.Logger) (*registry.Registry, error) {
-	reg, err := registry.Load(ctx, pool, cfg.RegistrySpec())
-	if err != nil {
-		return nil, fmt.Errorf("load registry: %w", err)
-	}
-	problems := registry.Validate(reg)
-	for _, w := range problems.Warnings() {
-		logger.Warn(w.Message, "subject", w.Subject)
-	}
-	if err := problems.Err(); err != nil {
-		return nil, err
-	}
-	return reg, nil
-}
-
-// masterSystemID reads the master's system identifier, the first part of
-// every event's Nats-Msg-Id, so that a republish after a crash is dropped by
-// JetStream whatever path the entry took.
-func masterSystemID(ctx context.Context, cfg *config.Config) (string, error) {
-	m := cfg.Master
-	if m.IsZero() {
-		return "", &replConfigError{"master: not set; the sidecar reads the master's system identifier for event ids"}
-	}
-	conninfo, err := resolveMaster(ctx, m, cfg)
-	if err != nil {
-		return "", err
-	}
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(cctx, conninfo)
-	if err != nil {
-		return "", fmt.Errorf("connect to the master for its system identifier: %s", connstr.Scrub(err.Error(), conninfo))
-	}
-	defer conn.Close(context.Background())
-	var id string
-	if err := conn.QueryRow(cctx, "SELECT system_identifier::text FROM pg_catalog.pg_control_system()").Scan(&id); err != nil {
-		return "", fmt.Errorf("read the master's system identifier: %w", err)
-	}
-	return id, nil
-}
-
 // openSink connects the NATS publisher of the nats: section, or returns the
 // log sink writing to stdout.
 func openSink(ctx context.Context, e *env, cfg *config.Config, kind string, m *sidecar.Metrics, logger *slog.Logger) (sink.Sink, error) {
@@ -236,110 +186,5 @@ func openSink(ctx context.Context, e *env, cfg *config.Config, kind string, m *s
 	// anyway, so that deletes propagate and the probes answer, and connect
 	// in the background. A stream that does not fit is an error at once.
 	logger.Error("NATS is unreachable; starting without it and connecting in the background (not ready until then)", "err", err)
-	l := &lazySink{ready: make(chan struct{}), closed: make(chan struct{}), err: err}
-	go l.connect(ctx, opts, logger)
-	return l, nil
-}
-
-// lazySink is the NATS sink of a sidecar that started while NATS was
-// unreachable: publishing waits until the background connection is made.
-type lazySink struct {
-	ready, closed chan struct{}
-	closeOnce     sync.Once
-
-	mu  sync.Mutex
-	n   *sink.NATS
-	err error // why there is no connection yet
-}
-
-func (l *lazySink) connect(ctx context.Context, opts sink.Options, logger *slog.Logger) {
-	wait := time.Second
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-l.closed:
-			return
-		case <-time.After(wait):
-		}
-		n, err := sink.Connect(ctx, opts)
-		if err == nil {
-			l.mu.Lock()
-			l.n, l.err = n, nil
-			l.mu.Unlock()
-			close(l.ready)
-			logger.Info("connected to NATS", "url", connstr.RedactURLs(opts.URL))
-			select {
-			case <-l.closed:
-				_ = n.Close()
-			default:
-			}
-			return
-		}
-		l.mu.Lock()
-		l.err = err
-		l.mu.Unlock()
-		logger.Warn("NATS still unreachable", "err", err)
-		wait = min(2*wait, 30*time.Second)
-	}
-}
-
-func (l *lazySink) get() *sink.NATS {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.n
-}
-
-func (l *lazySink) wait(ctx context.Context) error {
-	select {
-	case <-l.ready:
-		return nil
-	case <-l.closed:
-		return sink.ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (l *lazySink) Publish(ctx context.Context, msgs []sink.Message) (int, error) {
-	if err := l.wait(ctx); err != nil {
-		return 0, err
-	}
-	return l.get().Publish(ctx, msgs)
-}
-
-func (l *lazySink) PublishAsync(ctx context.Context, msgs []sink.Message) *sink.Pending {
-	if err := l.wait(ctx); err != nil {
-		// A batch that ends at once with nothing acked, as the sinks
-		// report a cancelled one.
-		done, cancel := context.WithCancelCause(ctx)
-		cancel(err)
-		return sink.NewLog(io.Discard, "").PublishAsync(done, msgs)
-	}
-	return l.get().PublishAsync(ctx, msgs)
-}
-
-func (l *lazySink) Ready() error {
-	if n := l.get(); n != nil {
-		return n.Ready()
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return fmt.Errorf("not connected: %w", l.err)
-}
-
-// Stats are the connected sink's, or zero (not connected).
-func (l *lazySink) Stats() sink.Stats {
-	if n := l.get(); n != nil {
-		return n.Stats()
-	}
-	return sink.Stats{}
-}
-
-func (l *lazySink) Close() error {
-	l.closeOnce.Do(func() { close(l.closed) })
-	if n := l.get(); n != nil {
-		return n.Close()
-	}
-	return nil
+	return sink.ConnectLater(ctx, opts, err), nil
 }

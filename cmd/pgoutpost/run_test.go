@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -63,7 +65,7 @@ func TestRunRefusesBadInvocations(t *testing.T) {
 		want []string
 	}{
 		{"invalid configuration lists every problem", []string{"run", "--config", invalid}, []string{"heartbeat", "kind", "environment"}},
-		{"master configuration", []string{"run", "--config", master}, []string{"run runs on a slave"}},
+		{"master configuration", []string{"run", "--config", master}, []string{"run runs on the slave"}},
 		{"unknown sink", []string{"run", "--config", master, "--sink", "kafka"}, []string{`--sink "kafka"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -207,4 +209,28 @@ func TestRunPropagates(t *testing.T) {
 			t.Errorf("exit %d, want 0\n%s", code, errs.String())
 		}
 	})
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func httpGet(ctx context.Context, url string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
 }

@@ -31,20 +31,35 @@ type replConfigError struct{ msg string }
 func (e *replConfigError) Error() string { return e.msg }
 func (e *replConfigError) ExitCode() int { return exitUsage }
 
-// openRepl loads the configuration and connects to its database. A role
-// other than want (when want is set) is a usage error: publications live on
-// the master, subscriptions on a slave.
-func openRepl(ctx context.Context, e *env, g *globalFlags, cmd string, want registry.Role) (*replSession, error) {
+// loadConfig loads the configuration, builds the logger the global flags ask
+// for and resolves the database's DSN. A role other than want (when want is
+// set) is a usage error: publications live on the master, subscriptions and
+// the sidecar on a slave.
+func loadConfig(ctx context.Context, e *env, g *globalFlags, cmd string, want registry.Role) (*config.Config, *slog.Logger, string, error) {
 	logger, err := g.logger(e)
 	if err != nil {
-		return nil, err
+		return nil, nil, "", err
 	}
 	cfg, err := config.LoadContext(ctx, g.config)
 	if err != nil {
-		return nil, err
+		return nil, nil, "", err
 	}
 	if want != "" && cfg.Role != want {
-		return nil, &replConfigError{fmt.Sprintf("%s runs on the %s; %s says role: %s", cmd, want, g.config, cfg.Role)}
+		return nil, nil, "", &replConfigError{fmt.Sprintf("%s runs on the %s; %s says role: %s", cmd, want, g.config, cfg.Role)}
+	}
+	dsn, err := cfg.Database.Resolve(ctx, "")
+	if err != nil {
+		return nil, nil, "", &replConfigError{fmt.Sprintf("database: %v", err)}
+	}
+	return cfg, logger, dsn, nil
+}
+
+// openRepl loads the configuration (see loadConfig) and connects to its
+// database.
+func openRepl(ctx context.Context, e *env, g *globalFlags, cmd string, want registry.Role) (*replSession, error) {
+	cfg, logger, dsn, err := loadConfig(ctx, e, g, cmd, want)
+	if err != nil {
+		return nil, err
 	}
 	names, err := replication.NewNames(cfg.Replication.Prefix, cfg.Replication.SeedSlug, cfg.Environment)
 	if err != nil {
@@ -52,10 +67,6 @@ func openRepl(ctx context.Context, e *env, g *globalFlags, cmd string, want regi
 	}
 	names.SeedQueues = cfg.Queue.SeedQueues
 	names.SetFailover(cfg.Replication.Failover)
-	dsn, err := cfg.Database.Resolve(ctx, "")
-	if err != nil {
-		return nil, &replConfigError{fmt.Sprintf("database: %v", err)}
-	}
 	logger.Debug("connecting", "database", cfg.Database)
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
@@ -67,16 +78,28 @@ func openRepl(ctx context.Context, e *env, g *globalFlags, cmd string, want regi
 func (s *replSession) close() { _ = s.conn.Close(context.Background()) }
 
 // registry resolves the models against the database and refuses a registry
-// that does not validate (publishing it could break the slaves' user data);
-// warnings are logged.
+// that does not validate (see validRegistry).
 func (s *replSession) registry(ctx context.Context) (*registry.Registry, error) {
-	reg, err := s.loadRegistry(ctx)
+	return validRegistry(ctx, s.conn, s.cfg, s.logger)
+}
+
+// loadRegistry resolves the models against the database, unvalidated.
+func (s *replSession) loadRegistry(ctx context.Context) (*registry.Registry, error) {
+	return loadRegistry(ctx, s.conn, s.cfg, s.logger)
+}
+
+// validRegistry resolves the models against the database and refuses a
+// registry that does not validate, listing every problem (publishing it could
+// break the slaves' user data; the sidecar would apply wrong rules); warnings
+// are logged.
+func validRegistry(ctx context.Context, db registry.Querier, cfg *config.Config, logger *slog.Logger) (*registry.Registry, error) {
+	reg, err := loadRegistry(ctx, db, cfg, logger)
 	if err != nil {
 		return nil, err
 	}
 	problems := registry.Validate(reg)
 	for _, w := range problems.Warnings() {
-		s.logger.Warn(w.Message, "subject", w.Subject)
+		logger.Warn(w.Message, "subject", w.Subject)
 	}
 	if err := problems.Err(); err != nil {
 		return nil, err
@@ -85,12 +108,12 @@ func (s *replSession) registry(ctx context.Context) (*registry.Registry, error) 
 }
 
 // loadRegistry resolves the models against the database, unvalidated.
-func (s *replSession) loadRegistry(ctx context.Context) (*registry.Registry, error) {
-	reg, err := registry.Load(ctx, s.conn, s.cfg.RegistrySpec())
+func loadRegistry(ctx context.Context, db registry.Querier, cfg *config.Config, logger *slog.Logger) (*registry.Registry, error) {
+	reg, err := registry.Load(ctx, db, cfg.RegistrySpec())
 	if err != nil {
 		return nil, fmt.Errorf("load registry: %w", err)
 	}
-	s.logger.Debug("registry loaded", "tables", len(reg.Tables))
+	logger.Debug("registry loaded", "tables", len(reg.Tables))
 	return reg, nil
 }
 

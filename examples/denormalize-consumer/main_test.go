@@ -19,7 +19,7 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func TestKeepsOutcomeNameUpToDate(t *testing.T) {
-	schema, err := os.ReadFile("../../cmd/pgoutpost/demo/schema.sql")
+	schema, err := os.ReadFile("../../cmd/pgoutpost-demo/demo/schema.sql")
 	if err != nil {
 		t.Fatal(err)
 	}

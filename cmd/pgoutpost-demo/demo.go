@@ -10,10 +10,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"text/template"
 	"time"
 
@@ -24,6 +26,7 @@ import (
 
 	"github.com/pgoutpost/pgoutpost/consumer"
 	"github.com/pgoutpost/pgoutpost/event"
+	"github.com/pgoutpost/pgoutpost/examples/denormalize-consumer/reports"
 	"github.com/pgoutpost/pgoutpost/internal/natsembed"
 	"github.com/pgoutpost/pgoutpost/internal/pgcluster"
 	"github.com/pgoutpost/pgoutpost/registry"
@@ -35,12 +38,6 @@ var demoSchema string
 //go:embed demo/sidecar.yaml.tmpl
 var demoConfig string
 
-var demoCommand = command{
-	name:    "demo",
-	summary: "start a throwaway master, slave and NATS server and show pgoutpost at work",
-	run:     runDemo,
-}
-
 const (
 	// demoDatabase is the database the demo creates in each of its clusters.
 	demoDatabase = "demo"
@@ -50,41 +47,21 @@ const (
 	demoWait = 30 * time.Second
 )
 
-func runDemo(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "demo", `demo
-
-Starts a master and a slave PostgreSQL cluster in a temporary directory and an
-in-process NATS server, installs a small Django-like schema, runs the setup
-commands (queue install, publication create/update, subscription
-create/update), starts the sidecar and then changes rows on the master,
-showing what happens on the slave and on NATS. Everything is removed on exit,
-also on Ctrl-C. Needs the PostgreSQL server binaries (initdb, pg_ctl).`, nil)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	d := &demo{e: e, start: time.Now()}
-	defer d.cleanup()
-	err := d.run(ctx)
-	if err != nil && ctx.Err() != nil {
-		d.say("interrupted; cleaning up")
-	}
-	return err
-}
-
 // demo is one run of the demo and everything it started, so that cleanup can
 // stop each part in order whatever step failed.
 type demo struct {
-	e             *env
-	start         time.Time
-	master, slave *pgcluster.Cluster
-	nats          *natsembed.Server
-	dir           string
-	configs       map[string]string // role → sidecar.yaml
-	listen        string            // the sidecar's /metrics address
+	stdout, stderr io.Writer
+	bin            string // the pgoutpost binary
+	start          time.Time
+	master, slave  *pgcluster.Cluster
+	nats           *natsembed.Server
+	dir            string
+	configs        map[string]string // role → sidecar.yaml
+	listen         string            // the sidecar's /metrics address
 
 	masterDB, slaveDB *pgxpool.Pool
 
-	sidecarStop context.CancelFunc
+	sidecar     *exec.Cmd
 	sidecarDone chan int // the sidecar's exit code
 
 	nc           *nats.Conn
@@ -95,12 +72,12 @@ type demo struct {
 
 // say prints one narration line with the time since the start.
 func (d *demo) say(format string, args ...any) {
-	fmt.Fprintf(d.e.stdout, "[%5.1fs] %s\n", time.Since(d.start).Seconds(), fmt.Sprintf(format, args...))
+	fmt.Fprintf(d.stdout, "[%5.1fs] %s\n", time.Since(d.start).Seconds(), fmt.Sprintf(format, args...))
 }
 
 // detail prints indented lines under the narration.
 func (d *demo) detail(format string, args ...any) {
-	fmt.Fprintf(d.e.stdout, "          %s\n", fmt.Sprintf(format, args...))
+	fmt.Fprintf(d.stdout, "          %s\n", fmt.Sprintf(format, args...))
 }
 
 func (d *demo) run(ctx context.Context) error {
@@ -108,6 +85,7 @@ func (d *demo) run(ctx context.Context) error {
 		name string
 		do   func(context.Context) error
 	}{
+		{"run pgoutpost", func(ctx context.Context) error { return d.cli(ctx, "version") }},
 		{"start servers", d.startServers},
 		{"set up the master", d.setupMaster},
 		{"set up the slave", d.setupSlave},
@@ -185,20 +163,36 @@ func (d *demo) startServers(ctx context.Context) error {
 	return nil
 }
 
-// cli runs a pgoutpost command through the dispatcher as a user would, its
-// output indented under the narration.
+// cli runs a pgoutpost command as a user would, its output indented under
+// the narration. Cancelling ctx interrupts it as Ctrl-C does.
 func (d *demo) cli(ctx context.Context, args ...string) error {
 	d.say("$ pgoutpost %s", strings.Join(args, " "))
-	out := &indenter{w: d.e.stdout, prefix: "          "}
-	code := run(ctx, args, out, &indenter{w: d.e.stderr, prefix: "          "})
+	out := &indenter{w: d.stdout, prefix: "          "}
+	errs := &indenter{w: d.stderr, prefix: "          "}
+	cmd := exec.CommandContext(ctx, d.bin, args...)
+	cmd.Stdout, cmd.Stderr = out, errs
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = demoWait
+	err := cmd.Run()
 	out.flush()
-	if code != exitOK {
+	errs.flush()
+	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fmt.Errorf("pgoutpost %s exited %d", commandWords(args), code)
+		return fmt.Errorf("pgoutpost %s: %w", commandWords(args), err)
 	}
 	return nil
+}
+
+// commandWords returns the words of args before the first flag: the
+// command's name.
+func commandWords(args []string) string {
+	i := slices.IndexFunc(args, func(a string) bool { return strings.HasPrefix(a, "-") })
+	if i < 0 {
+		i = len(args)
+	}
+	return strings.Join(args[:i], " ")
 }
 
 func (d *demo) setupMaster(ctx context.Context) error {
@@ -286,11 +280,17 @@ INSERT INTO app_note (report_id, body) VALUES
 func (d *demo) startSidecar(ctx context.Context) error {
 	args := []string{"run", "--config", d.configs["slave"], "--log-level", "warn"}
 	d.say("$ pgoutpost %s   (in the background; /metrics, /healthz, /readyz on %s)", strings.Join(args, " "), d.listen)
-	sctx, cancel := context.WithCancel(context.Background())
-	d.sidecarStop, d.sidecarDone = cancel, make(chan int, 1)
-	logs := &indenter{w: d.e.stderr, prefix: "          sidecar: "}
+	// Not tied to ctx: cleanup stops the sidecar, after the consumer.
+	logs := &indenter{w: d.stderr, prefix: "          sidecar: "}
+	d.sidecar = exec.Command(d.bin, args...)
+	d.sidecar.Stdout, d.sidecar.Stderr = logs, logs
+	if err := d.sidecar.Start(); err != nil {
+		d.sidecar = nil
+		return fmt.Errorf("start pgoutpost run: %w", err)
+	}
+	d.sidecarDone = make(chan int, 1)
 	go func() {
-		d.sidecarDone <- run(sctx, args, logs, logs)
+		d.sidecarDone <- exitCode(d.sidecar.Wait())
 		logs.flush()
 	}()
 	var why string
@@ -318,7 +318,7 @@ func (d *demo) startSidecar(ctx context.Context) error {
 
 // startConsumer follows the slave's shop_outcome events as an application
 // service would (package consumer) and keeps app_report.outcome_name up to
-// date, as examples/denormalize-consumer does.
+// date with the handler of examples/denormalize-consumer.
 func (d *demo) startConsumer(ctx context.Context) error {
 	var err error
 	if d.nc, err = nats.Connect(d.nats.URL(), nats.Name("pgoutpost-demo")); err != nil {
@@ -329,9 +329,9 @@ func (d *demo) startConsumer(ctx context.Context) error {
 		return err
 	}
 	opts := consumer.Options{
-		Env: demoSlaveEnv, Durable: "demo-reports", Tables: []string{"public.shop_outcome"},
+		Env: demoSlaveEnv, Durable: "demo-reports", Tables: []string{reports.OutcomeTable},
 		MaxAckPending: 1, RetryMin: 100 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(d.e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Logger: slog.New(slog.NewTextHandler(d.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	// The sidecar creates the stream when it connects; wait until it exists.
 	if err := d.waitFor(ctx, "the event stream", func(ctx context.Context) (bool, error) {
@@ -343,10 +343,11 @@ func (d *demo) startConsumer(ctx context.Context) error {
 	d.events = make(chan event.Event, 64)
 	cctx, cancel := context.WithCancel(context.Background())
 	d.consumerStop, d.consumerDone = cancel, make(chan struct{})
+	handler := &reports.Denormalizer{DB: d.slaveDB}
 	go func() {
 		defer close(d.consumerDone)
 		_ = consumer.Run(cctx, js, opts, func(ctx context.Context, ev event.Event) error {
-			if err := denormalizeReports(ctx, d.slaveDB, ev); err != nil {
+			if err := handler.Handle(ctx, ev); err != nil {
 				return err
 			}
 			select {
@@ -356,31 +357,8 @@ func (d *demo) startConsumer(ctx context.Context) error {
 			return nil
 		})
 	}()
-	d.say("a consumer (package consumer, durable %q) follows %s events on NATS", opts.Durable, "public.shop_outcome")
+	d.say("a consumer (package consumer, durable %q) follows %s events on NATS", opts.Durable, reports.OutcomeTable)
 	return nil
-}
-
-// denormalizeReports copies an outcome's new name into the reports pointing
-// at it; a delete marks them stale (NULL).
-func denormalizeReports(ctx context.Context, db *pgxpool.Pool, ev event.Event) error {
-	var pk struct {
-		ID int64 `json:"id"`
-	}
-	if err := ev.DecodePK(&pk); err != nil {
-		return err
-	}
-	var name *string
-	if ev.Op != event.OpDelete && ev.HasRow() {
-		var row struct {
-			Name string `json:"name"`
-		}
-		if err := ev.DecodeRow(&row); err != nil {
-			return err
-		}
-		name = &row.Name
-	}
-	_, err := db.Exec(ctx, `UPDATE app_report SET outcome_name = $2 WHERE outcome_id = $1 AND outcome_name IS DISTINCT FROM $2`, pk.ID, name)
-	return err
 }
 
 // cascadeDelete deletes unit 1 on the master the way Django does (its
@@ -732,14 +710,18 @@ func (d *demo) cleanup() {
 	if d.nc != nil {
 		d.nc.Close()
 	}
-	if d.sidecarStop != nil {
-		d.sidecarStop()
+	if d.sidecar != nil {
+		// As Kubernetes stops it. Ctrl-C may have stopped it already.
+		if err := d.sidecar.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			errs = append(errs, fmt.Errorf("stop the sidecar: %w", err))
+		}
 		select {
 		case code := <-d.sidecarDone:
-			if code != exitOK {
+			if code != 0 {
 				errs = append(errs, fmt.Errorf("the sidecar exited %d on shutdown", code))
 			}
 		case <-time.After(time.Minute):
+			_ = d.sidecar.Process.Kill()
 			errs = append(errs, errors.New("the sidecar did not stop within a minute"))
 		}
 	}
@@ -767,7 +749,7 @@ func (d *demo) cleanup() {
 		errs = append(errs, os.RemoveAll(d.dir))
 	}
 	if err := errors.Join(errs...); err != nil {
-		fmt.Fprintln(d.e.stderr, "demo cleanup:", err)
+		fmt.Fprintln(d.stderr, "demo cleanup:", err)
 	}
 }
 
@@ -813,6 +795,19 @@ func writeDemoConfig(path string, v demoValues) error {
 		return err
 	}
 	return f.Close()
+}
+
+// exitCode is the exit code of a process that Wait returned err for; -1
+// when it did not exit (killed by a signal, or never ran).
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.ExitCode()
+	}
+	return -1
 }
 
 // freeAddr returns a loopback address with a port that was free a moment ago.
