@@ -18,5 +18,7 @@
 //
 // It is published on the subject <prefix>.<env>.denormalize.<schema>.<table>
 // (see [Subject]) with the headers Nats-Msg-Id, Pgoutpost-Table and
-// Pgoutpost-Op.
+// Pgoutpost-Op, and the CloudEvents binary-mode attributes of
+// [CloudEventHeaders] (ce-id, ce-type, ce-subject …), so that a CloudEvents
+// SDK reads the same message as a CloudEvent whose data is this body.
 package event

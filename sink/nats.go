@@ -454,14 +454,23 @@ func (p *NATS) natsMsg(m Message, maxPayload int64) (*nats.Msg, error) {
 		schema, name, _ := strings.Cut(m.Event.Table, ".")
 		subject, _ = p.subjects.LoadOrStore(m.Event.Table, p.envPrefix+"."+event.Token(schema)+"."+event.Token(name))
 	}
-	nm := &nats.Msg{Subject: subject.(string), Data: body, Header: nats.Header{
-		event.HeaderMsgID: {m.ID},
-		event.HeaderTable: {m.Event.Table},
-		event.HeaderOp:    {string(m.Event.Op)},
-	}}
-	// "NATS/1.0\r\n", three "Key: value\r\n" lines, "\r\n".
-	size := len(body) + 10 + len(event.HeaderMsgID) + len(m.ID) + len(event.HeaderTable) + len(m.Event.Table) +
-		len(event.HeaderOp) + len(m.Event.Op) + 3*4 + 2
+	ce, err := event.CloudEventHeaders(m.Event)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrPermanent, err)
+	}
+	h := make(nats.Header, 3+len(ce))
+	h[event.HeaderMsgID] = []string{m.ID}
+	h[event.HeaderTable] = []string{m.Event.Table}
+	h[event.HeaderOp] = []string{string(m.Event.Op)}
+	for k, v := range ce {
+		h[k] = []string{v}
+	}
+	nm := &nats.Msg{Subject: subject.(string), Data: body, Header: h}
+	// "NATS/1.0\r\n", a "Key: value\r\n" line per header, "\r\n".
+	size := len(body) + 10 + 2
+	for k, v := range h {
+		size += len(k) + len(v[0]) + 4
+	}
 	if maxPayload > 0 && int64(size) > maxPayload {
 		return nil, fmt.Errorf("%w: message of %d bytes exceeds the server's max payload of %d", ErrPermanent, size, maxPayload)
 	}

@@ -122,6 +122,16 @@ func TestPublishRoundTrip(t *testing.T) {
 		if h.Get(event.HeaderMsgID) != want.ID || h.Get(event.HeaderTable) != "public.shop_outcome" || h.Get(event.HeaderOp) != string(want.Event.Op) {
 			t.Errorf("message %d: headers %v", i, h)
 		}
+		// The CloudEvents binary-mode attributes ride along, as stored.
+		ce, _ := event.CloudEventHeaders(want.Event)
+		for k, v := range ce {
+			if h.Get(k) != v {
+				t.Errorf("message %d: %s = %q, want %q", i, k, h.Get(k), v)
+			}
+		}
+		if h.Get(event.HeaderCEID) != want.Event.QueueID || h.Get(event.HeaderCEType) != "pgoutpost.denormalize."+string(want.Event.Op) {
+			t.Errorf("message %d: ce-id %q, ce-type %q", i, h.Get(event.HeaderCEID), h.Get(event.HeaderCEType))
+		}
 		ev, err := event.Decode(m.Data())
 		if err != nil {
 			t.Fatalf("message %d: %v", i, err)
