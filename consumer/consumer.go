@@ -45,7 +45,31 @@ type Options struct {
 	MaxAckPending int
 	RetryMin      time.Duration // delay before the first redelivery of a failed event
 	RetryMax      time.Duration // ceiling of the delay, which doubles with each delivery
-	Logger        *slog.Logger  // slog.Default() when nil
+	// MaxDeliver bounds the deliveries of an event whose handler keeps
+	// failing: after the MaxDeliver-th failure it goes to DeadLetter and is
+	// terminated, and later events are no longer held up by it (with
+	// MaxAckPending 1) or repeated around it. 0, the default, retries
+	// forever.
+	MaxDeliver int
+	// DeadLetter records what the consumer gives up on: an event whose
+	// handler failed MaxDeliver times, or a message that is no valid event.
+	// The message is terminated only once DeadLetter returned nil; an error
+	// makes it come back after the backoff for another try, so nothing is
+	// given up on without a record. When nil, such messages are logged at
+	// ERROR and terminated.
+	DeadLetter func(ctx context.Context, d Dead) error
+	Logger     *slog.Logger // slog.Default() when nil
+}
+
+// Dead is a message the consumer gives up on.
+type Dead struct {
+	Subject string
+	MsgID   string // its Nats-Msg-Id
+	Data    []byte // the body as received
+	// Event is the decoded event; nil when the body is no valid event.
+	Event     *event.Event
+	Delivered uint64 // deliveries so far, this one included
+	Err       error  // the handler's last error, or why the body is no event
 }
 
 // Handler processes one event. Returning nil acks it; an error makes it come
@@ -106,12 +130,15 @@ func Consumer(ctx context.Context, js jetstream.JetStream, opts Options) (jetstr
 		deliver = jetstream.DeliverNewPolicy
 	}
 	cfg := jetstream.ConsumerConfig{
-		Durable:        opts.Durable,
-		Description:    "pgoutpost denormalize events of " + opts.Env,
-		DeliverPolicy:  deliver,
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        opts.AckWait,
-		MaxAckPending:  opts.MaxAckPending,
+		Durable:       opts.Durable,
+		Description:   "pgoutpost denormalize events of " + opts.Env,
+		DeliverPolicy: deliver,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       opts.AckWait,
+		MaxAckPending: opts.MaxAckPending,
+		// The server never gives up on an event by itself: past
+		// Options.MaxDeliver, Handle records it with DeadLetter first.
+		MaxDeliver:     -1,
 		FilterSubjects: filters,
 	}
 	if len(filters) == 1 {
@@ -165,25 +192,26 @@ func Run(ctx context.Context, js jetstream.JetStream, opts Options, h Handler) e
 }
 
 // Handle processes one delivered message: it decodes the event, calls h and
-// acks, naks with a delay growing with the delivery count, or terminates a
-// message that is not a valid event (logging it) so that it is not
-// redelivered forever. Run calls it for each message.
+// acks, or naks with a delay growing with the delivery count. A message that
+// is no valid event, or an event that failed Options.MaxDeliver times, goes
+// to Options.DeadLetter and is terminated so that it is not redelivered
+// forever. Run calls it for each message.
 func Handle(ctx context.Context, m jetstream.Msg, opts Options, h Handler) {
 	opts.setDefaults()
 	log := opts.Logger
+	delivered := uint64(1)
+	if md, err := m.Metadata(); err == nil {
+		delivered = md.NumDelivered
+	}
 	ev, err := event.Decode(m.Data())
 	if err != nil {
-		log.Error("malformed event dropped", "subject", m.Subject(),
-			"msg_id", m.Headers().Get(event.HeaderMsgID), "err", err)
-		if err := m.TermWithReason("malformed event: " + err.Error()); err != nil {
-			log.Warn("terminate malformed event", "subject", m.Subject(), "err", err)
-		}
+		giveUp(ctx, m, opts, Dead{Err: fmt.Errorf("malformed event: %w", err), Delivered: delivered})
 		return
 	}
 	if err := h(ctx, ev); err != nil {
-		delivered := uint64(1)
-		if md, mdErr := m.Metadata(); mdErr == nil {
-			delivered = md.NumDelivered
+		if opts.MaxDeliver > 0 && delivered >= uint64(opts.MaxDeliver) {
+			giveUp(ctx, m, opts, Dead{Event: &ev, Err: err, Delivered: delivered})
+			return
 		}
 		delay := Backoff(delivered, opts.RetryMin, opts.RetryMax)
 		log.Warn("event handler failed, will retry", "table", ev.Table, "op", ev.Op,
@@ -196,6 +224,27 @@ func Handle(ctx context.Context, m jetstream.Msg, opts Options, h Handler) {
 	if err := m.Ack(); err != nil {
 		// The event comes back after AckWait; handlers are idempotent.
 		log.Warn("ack event", "queue_id", ev.QueueID, "err", err)
+	}
+}
+
+// giveUp hands d to the dead-letter hook and terminates the message once the
+// hook has it; a failing hook makes the message come back for another try.
+func giveUp(ctx context.Context, m jetstream.Msg, opts Options, d Dead) {
+	log := opts.Logger
+	d.Subject, d.MsgID, d.Data = m.Subject(), m.Headers().Get(event.HeaderMsgID), m.Data()
+	if opts.DeadLetter == nil {
+		log.Error("event given up on", "subject", d.Subject, "msg_id", d.MsgID, "delivery", d.Delivered, "err", d.Err)
+	} else if err := opts.DeadLetter(ctx, d); err != nil {
+		delay := Backoff(d.Delivered, opts.RetryMin, opts.RetryMax)
+		log.Warn("dead-letter hook failed, will retry", "subject", d.Subject, "msg_id", d.MsgID,
+			"delivery", d.Delivered, "retry_in", delay, "err", err)
+		if err := m.NakWithDelay(delay); err != nil {
+			log.Warn("nak event", "msg_id", d.MsgID, "err", err)
+		}
+		return
+	}
+	if err := m.TermWithReason(d.Err.Error()); err != nil {
+		log.Warn("terminate event", "subject", d.Subject, "msg_id", d.MsgID, "err", err)
 	}
 }
 

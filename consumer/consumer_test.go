@@ -205,3 +205,126 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// deadLetters is a dead-letter hook that records what it is given and can
+// fail on demand.
+type deadLetters struct {
+	mu    sync.Mutex
+	dead  []consumer.Dead
+	fails int // calls left to fail
+	calls int
+}
+
+func (d *deadLetters) hook(_ context.Context, x consumer.Dead) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls++
+	if d.fails > 0 {
+		d.fails--
+		return fmt.Errorf("dead-letter store unavailable")
+	}
+	d.dead = append(d.dead, x)
+	return nil
+}
+
+func (d *deadLetters) recorded() []consumer.Dead {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]consumer.Dead(nil), d.dead...)
+}
+
+// TestMaxDeliverGoesToDeadLetter gives up on an event after MaxDeliver
+// failed deliveries, and on a message that is no event, only once the
+// dead-letter hook has recorded it: the hook's own failure brings the
+// message back. In strict order, the events behind it go on afterwards.
+func TestMaxDeliverGoesToDeadLetter(t *testing.T) {
+	p, js := setup(t)
+	if _, err := js.Publish(context.Background(), "pgoutpost.staging.denormalize.public.shop_outcome", []byte(`{"v":1,"oops"`)); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, p, ev(1, "public.shop_outcome", event.OpInsert, 1), ev(2, "public.shop_outcome", event.OpUpdate, 1))
+	c := &collector{fail: map[string]int{"q-1": 1000}}
+	dl := &deadLetters{fails: 1}
+	run(t, js, consumer.Options{Env: "staging", Durable: "d", MaxAckPending: 1, MaxDeliver: 3,
+		RetryMin: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond, DeadLetter: dl.hook, Logger: quiet}, c, 1)
+
+	if got := c.ids(); len(got) != 1 || got[0] != "q-2" {
+		t.Fatalf("handled %v, want [q-2]", got)
+	}
+	dead := dl.recorded()
+	if len(dead) != 2 {
+		t.Fatalf("dead letters %+v, want the malformed message and q-1", dead)
+	}
+	// The malformed message came first; the hook failed on it once, so it
+	// was delivered again and recorded at its second delivery.
+	if m := dead[0]; m.Event != nil || string(m.Data) != `{"v":1,"oops"` || m.Delivered != 2 || m.Err == nil {
+		t.Errorf("malformed message's dead letter: %+v", m)
+	}
+	if e := dead[1]; e.Event == nil || e.Event.QueueID != "q-1" || e.Delivered != 3 || e.MsgID != event.MsgID("1", "staging", "q", "q-1") ||
+		e.Err == nil || e.Err.Error() != "induced failure" {
+		t.Errorf("q-1's dead letter: %+v", e)
+	}
+	if c.calls != 3+1 || dl.calls != 3 {
+		t.Errorf("handler called %d times, hook %d; want 4 and 3", c.calls, dl.calls)
+	}
+	cons, err := js.Consumer(context.Background(), consumer.DefaultStream, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumPending != 0 || info.NumAckPending != 0 || info.Config.MaxDeliver != -1 {
+		t.Fatalf("consumer state: pending %d, ack pending %d, server max deliver %d", info.NumPending, info.NumAckPending, info.Config.MaxDeliver)
+	}
+}
+
+// TestKeepNewestUnderRedelivery shows what MaxAckPending > 1 reorders and
+// how Event.After keeps the newest: the row's first event fails once and is
+// redelivered after its second, and a handler that keeps the newest event
+// per row skips the late one.
+func TestKeepNewestUnderRedelivery(t *testing.T) {
+	p, js := setup(t)
+	publish(t, p, ev(1, "public.shop_outcome", event.OpInsert, 1), ev(2, "public.shop_outcome", event.OpUpdate, 1))
+	var (
+		mu      sync.Mutex
+		order   []string
+		newest  = map[string]event.Event{} // pk → newest applied
+		skipped []string
+	)
+	c := &collector{fail: map[string]int{"q-1": 1}}
+	h := func(ctx context.Context, e event.Event) error {
+		if err := c.handle(ctx, e); err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		order = append(order, e.QueueID)
+		if cur, ok := newest[string(e.PK)]; ok && !e.After(cur) {
+			skipped = append(skipped, e.QueueID)
+			return nil
+		}
+		newest[string(e.PK)] = e
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- consumer.Run(ctx, js, consumer.Options{Env: "staging", Durable: "k", MaxAckPending: 10,
+			RetryMin: 5 * time.Millisecond, Logger: quiet}, h)
+	}()
+	pgtest.Eventually(t, "both events", func() bool { return len(c.ids()) == 2 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(order) != 2 || order[0] != "q-2" || order[1] != "q-1" {
+		t.Fatalf("applied in order %v, want the redelivered q-1 after q-2", order)
+	}
+	if got := newest[`{"id":1}`]; got.QueueID != "q-2" || len(skipped) != 1 || skipped[0] != "q-1" {
+		t.Errorf("kept %s, skipped %v; want q-2 kept and the late q-1 skipped", got.QueueID, skipped)
+	}
+}

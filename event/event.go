@@ -57,6 +57,25 @@ type Event struct {
 	Row json.RawMessage `json:"row,omitempty"`
 }
 
+// After reports whether e reports a later change of its row than o: a later
+// master commit, or within one master transaction a later queue entry (queue
+// ids are UUIDv7s, in statement and row order within a transaction). Two
+// transactions that change one row commit one after the other, so their
+// commit times are in that order too.
+//
+// Events of one row are published in commit order, but a consumer can see
+// them out of order: with MaxAckPending > 1 a failed event is redelivered
+// after later ones, and instances sharing a durable consumer work in
+// parallel. Such a consumer keeps, per row, the newest event it applied and
+// skips one that is not After it. Copies of one event (the same QueueID) are
+// not After each other.
+func (e Event) After(o Event) bool {
+	if !e.CommittedAt.Equal(o.CommittedAt) {
+		return e.CommittedAt.After(o.CommittedAt)
+	}
+	return e.QueueID > o.QueueID
+}
+
 // Schema is the schema part of Table.
 func (e Event) Schema() string { s, _, _ := strings.Cut(e.Table, "."); return s }
 

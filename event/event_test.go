@@ -202,3 +202,26 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestAfter(t *testing.T) {
+	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	a := Event{CommittedAt: t0, QueueID: "0192f3b4-7c1e-7a4e-9a51-3f0c2d9e8b11"}
+	later := Event{CommittedAt: t0.Add(time.Microsecond), QueueID: "0192f3b4-0000-7a4e-9a51-3f0c2d9e8b11"}
+	sameTxn := Event{CommittedAt: t0, QueueID: "0192f3b4-7c1e-7a4e-9a51-3f0c2d9e8b12"}
+	for _, c := range []struct {
+		name string
+		e, o Event
+		want bool
+	}{
+		{"a later commit, whatever its id", later, a, true},
+		{"an earlier commit", a, later, false},
+		{"a later entry of the same transaction", sameTxn, a, true},
+		{"an earlier entry of the same transaction", a, sameTxn, false},
+		{"a copy of the same event", a, a, false},
+		{"the same instant in another zone", Event{CommittedAt: t0.In(time.FixedZone("X", 3600)), QueueID: a.QueueID}, a, false},
+	} {
+		if got := c.e.After(c.o); got != c.want {
+			t.Errorf("%s: After = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
