@@ -18,18 +18,21 @@ const Version = 1
 type Op string
 
 // The operations. OpUpsert comes from the queue of django-logical-replication,
-// whose rows do not say whether the row was inserted or updated.
+// whose rows do not say whether the row was inserted or updated. OpSnapshot is
+// a row as it is, published by `pgoutpost events replay` for consumers that
+// rebuild; it says nothing about how the row got there.
 const (
-	OpInsert Op = "insert"
-	OpUpdate Op = "update"
-	OpDelete Op = "delete"
-	OpUpsert Op = "upsert"
+	OpInsert   Op = "insert"
+	OpUpdate   Op = "update"
+	OpDelete   Op = "delete"
+	OpUpsert   Op = "upsert"
+	OpSnapshot Op = "snapshot"
 )
 
 // Valid reports whether op is one of the known operations.
 func (op Op) Valid() bool {
 	switch op {
-	case OpInsert, OpUpdate, OpDelete, OpUpsert:
+	case OpInsert, OpUpdate, OpDelete, OpUpsert, OpSnapshot:
 		return true
 	}
 	return false
@@ -125,7 +128,7 @@ func (e Event) Validate() error {
 		bad("table %q is not schema.table", e.Table)
 	}
 	if !e.Op.Valid() {
-		bad("op %q is not insert, update, delete or upsert", e.Op)
+		bad("op %q is not insert, update, delete, upsert or snapshot", e.Op)
 	}
 	if !isObject(e.PK) {
 		bad("pk is not a JSON object")

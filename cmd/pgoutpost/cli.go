@@ -50,6 +50,7 @@ var commands = []command{
 	queueExpireCommand,
 	queueStatusCommand,
 	queueRetryCommand,
+	eventsReplayCommand,
 	guardInstallCommand,
 	guardRemoveCommand,
 	resyncFKsCommand,

@@ -90,14 +90,7 @@ grace period.`, &g)
 	if err != nil {
 		return err
 	}
-	if cfg.Master.IsZero() {
-		return &replConfigError{"master: not set; the sidecar reads the master's system identifier for event ids"}
-	}
-	master, err := resolveMaster(ctx, cfg.Master, cfg)
-	if err != nil {
-		return err
-	}
-	systemID, err := replication.MasterSystemID(ctx, master)
+	systemID, err := masterSystemID(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -152,12 +145,43 @@ grace period.`, &g)
 	return sc.Run(ctx)
 }
 
+// masterSystemID reads the system identifier of the configuration's master,
+// the first part of every event's Nats-Msg-Id.
+func masterSystemID(ctx context.Context, cfg *config.Config) (string, error) {
+	if cfg.Master.IsZero() {
+		return "", &replConfigError{"master: not set; event ids start with the master's system identifier, read from there"}
+	}
+	master, err := resolveMaster(ctx, cfg.Master, cfg)
+	if err != nil {
+		return "", err
+	}
+	return replication.MasterSystemID(ctx, master)
+}
+
 // openSink connects the NATS publisher of the nats: section, or returns the
 // log sink writing to stdout.
 func openSink(ctx context.Context, e *env, cfg *config.Config, kind string, m *sidecar.Metrics, logger *slog.Logger) (sink.Sink, error) {
 	if kind == sinkLog {
 		return sink.NewLog(e.stdout, cfg.NATS.SubjectPrefix), nil
 	}
+	opts, err := natsOptions(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	opts.ObserveAck = m.ObserveAck
+	snk, err := sink.Connect(ctx, opts)
+	if err == nil || !errors.Is(err, nats.ErrNoServers) {
+		return snk, err
+	}
+	// NATS is down (as after a node failure that took both away): start
+	// anyway, so that deletes propagate and the probes answer, and connect
+	// in the background. A stream that does not fit is an error at once.
+	logger.Error("NATS is unreachable; starting without it and connecting in the background (not ready until then)", "err", err)
+	return sink.ConnectLater(ctx, opts, err), nil
+}
+
+// natsOptions are the publisher's options from the nats: section.
+func natsOptions(cfg *config.Config, logger *slog.Logger) (sink.Options, error) {
 	n := cfg.NATS
 	opts := sink.Options{
 		URL:             n.URL,
@@ -169,22 +193,13 @@ func openSink(ctx context.Context, e *env, cfg *config.Config, kind string, m *s
 		DuplicateWindow: n.DuplicateWindow,
 		MaxInFlight:     n.MaxInFlight,
 		Logger:          logger,
-		ObserveAck:      m.ObserveAck,
 	}
 	if n.TokenEnv != "" {
 		token, err := connstr.FromEnv(n.TokenEnv)
 		if err != nil {
-			return nil, &replConfigError{"nats.token_env: " + err.Error()}
+			return opts, &replConfigError{"nats.token_env: " + err.Error()}
 		}
 		opts.Token = token
 	}
-	snk, err := sink.Connect(ctx, opts)
-	if err == nil || !errors.Is(err, nats.ErrNoServers) {
-		return snk, err
-	}
-	// NATS is down (as after a node failure that took both away): start
-	// anyway, so that deletes propagate and the probes answer, and connect
-	// in the background. A stream that does not fit is an error at once.
-	logger.Error("NATS is unreachable; starting without it and connecting in the background (not ready until then)", "err", err)
-	return sink.ConnectLater(ctx, opts, err), nil
+	return opts, nil
 }
