@@ -74,13 +74,7 @@ grace period.`, &g)
 	if err != nil {
 		return fmt.Errorf("open the slave database pool: %s", connstr.Scrub(err.Error(), dsn))
 	}
-	// The sidecar's statements are prepared once and run against queue
-	// tables whose size swings from empty to a large backlog: a generic plan
-	// chosen while a table was small (a sequential scan) would stay as it
-	// grows, and each lookup of a batch would scan the backlog (measured:
-	// 37–120 ms a call instead of 0.05 ms). Custom plans cost a plan per call
-	// and stay right.
-	pcfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
+	queue.ConfigurePool(pcfg)
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return fmt.Errorf("open the slave database pool: %s", connstr.Scrub(err.Error(), dsn))
