@@ -25,7 +25,7 @@ WITH_PG   = bindir=$$(scripts/ensure-postgres $(PG)) && export PGOUTPOST_PG_BIND
 SHELL       := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: help build test lint fuzz bench bench-large demo image clean postgres faults
+.PHONY: help build test test-django lint fuzz bench bench-large demo image clean postgres faults
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -36,9 +36,12 @@ build: ## build a static binary into bin/
 postgres: ## install the PostgreSQL server binaries if missing (PG=16 installs that version)
 	@scripts/ensure-postgres $(PG) >/dev/null
 
-test: ## vet and run every test (race detector on) against real PostgreSQL and NATS; PG=17 picks the version
+test: test-django ## vet and run every test (race detector on) against real PostgreSQL and NATS; PG=17 picks the version
 	$(GO) vet ./...
-	$(WITH_PG) $(GO) test -race -count=1 -timeout 30m $(PKGS)
+	$(WITH_PG) export PGOUTPOST_PYTHON=$$(scripts/ensure-django) && $(GO) test -race -count=1 -timeout 30m $(PKGS)
+
+test-django: ## run the Django companion's tests (contrib/django; installs Debian's python3-django when missing)
+	python=$$(scripts/ensure-django) && cd contrib/django/tests && PYTHONDONTWRITEBYTECODE=1 $$python manage.py test
 
 lint: ## gofmt, go vet, staticcheck and a dead-code check (the tools run at pinned versions through go run)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
