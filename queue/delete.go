@@ -203,7 +203,7 @@ func (p *Processor) observeCascade(res *cascade.Result) {
 // into the slave's own denormalize_queue, in the transaction that deleted
 // it: the local publication streams it back to the sidecar, which publishes
 // it, and it cannot be lost between the delete and the publish. Its xid is
-// outboxXid, never a master transaction's. Its id is
+// OutboxXid, never a master transaction's. Its id is
 // the column default, pgoutpost.uuid_v7(), which never collides with the
 // master's ids. The key's JSON is built by the server from the table's row
 // type, so its values have the column types (as the master's trigger logs
@@ -223,7 +223,7 @@ func (p *Processor) outbox(ctx context.Context, tx pgx.Tx, res *cascade.Result) 
 			docs[i] = keyObject(t.PrimaryKey, k)
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO pgoutpost.denormalize_queue (table_name, pk, op, xid)
-SELECT $1, (SELECT pg_catalog.jsonb_object_agg(c, r.j -> c) FROM unnest($3::text[]) AS c), 'delete', `+outboxXid+`
+SELECT $1, (SELECT pg_catalog.jsonb_object_agg(c, r.j -> c) FROM unnest($3::text[]) AS c), 'delete', `+OutboxXid+`
 FROM (SELECT pg_catalog.to_jsonb(pg_catalog.jsonb_populate_record(NULL::`+name.Sanitize()+`, u.k)) AS j, u.n
       FROM unnest($2::text[]::jsonb[]) WITH ORDINALITY AS u(k, n)) AS r
 ORDER BY r.n`, name.String(), docs, t.PrimaryKey)

@@ -27,11 +27,13 @@ import (
 //     order, each page as a small transaction's entries are.
 //
 // The rows the sidecar writes itself (the outbox) carry the negative of the
-// slave's transaction id (outboxXid), so that they never pass for a master
+// slave's transaction id (OutboxXid), so that they never pass for a master
 // transaction's entries.
 
-// outboxXid is the xid of the queue rows the processor writes itself.
-const outboxXid = "-pg_catalog.txid_current()"
+// OutboxXid is the SQL for the xid of the queue rows the slave writes itself
+// (the processor's delete events, a merge's events): the negative of the
+// writing transaction's id, which no master transaction has.
+const OutboxXid = "-pg_catalog.txid_current()"
 
 // applyLarge applies the large transaction txn (see above); it returns once
 // every entry is durably done.
@@ -161,7 +163,7 @@ INSERT INTO `+listed+` SELECT table_name, pk FROM d`, txn.Xid)
 		// The key table is new in every deletion: not a statement to
 		// prepare and cache.
 		if _, err := tx.Exec(ctx, `INSERT INTO pgoutpost.denormalize_queue (table_name, pk, op, xid)
-SELECT $1, pg_catalog.to_jsonb(k), 'delete', `+outboxXid+` FROM `+res.KeyTables[name]+` AS k`, pgx.QueryExecModeSimpleProtocol, name.String()); err != nil {
+SELECT $1, pg_catalog.to_jsonb(k), 'delete', `+OutboxXid+` FROM `+res.KeyTables[name]+` AS k`, pgx.QueryExecModeSimpleProtocol, name.String()); err != nil {
 			return 0, fmt.Errorf("write delete events of %s: %w", name, err)
 		}
 	}

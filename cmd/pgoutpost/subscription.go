@@ -10,6 +10,7 @@ import (
 
 	"github.com/pgoutpost/pgoutpost/config"
 	"github.com/pgoutpost/pgoutpost/internal/connsource"
+	"github.com/pgoutpost/pgoutpost/merge"
 	"github.com/pgoutpost/pgoutpost/registry"
 	"github.com/pgoutpost/pgoutpost/replication"
 )
@@ -111,7 +112,7 @@ func (m *masterFlags) source(cfg *config.Config) (connsource.Source, error) {
 }
 
 func runSubscription(ctx context.Context, e *env, args []string, update bool) error {
-	name, synopsis := "subscription create", `subscription create [-c conninfo | --conninfo-file f | --conninfo-env VAR | --aws-secret name]
+	name, synopsis := "subscription create", `subscription create [--join [--dry-run]] [-c conninfo | --conninfo-file f | --conninfo-env VAR | --aws-secret name]
 
 Creates, on a slave, its subscription to the master if it is missing, after
 checking that the master has every publication it names. One subscription
@@ -123,7 +124,19 @@ copy (the slave sees the entries committed from then on; synchronous_commit =
 on). Its
 name carries the environment, so several slaves of one master never clash.
 The master's connection comes from master: in the configuration or from the
-flags; no password is printed or written to the server log.`
+flags; no password is printed or written to the server log.
+
+With --join, for a slave whose synced tables already hold rows (an existing
+environment joining, or a drifted slave after subscription drop), nothing is
+emptied or copied: the subscription's slot is created on the master with an
+exported snapshot, every synced table is read in that snapshot and merged
+into the slave in one transaction — missing rows inserted, differing rows
+updated, rows the master lacks deleted through the on_delete rules (user rows
+cascade, are set null …; a PROTECT or RESTRICT stops the join with nothing
+done) — and the subscription is created on that slot without a copy, so it
+streams exactly the master's commits after the snapshot. Changes to
+denormalize models are queued as events. --dry-run does the merge, reports
+it per table and rolls it back.`
 	if update {
 		name, synopsis = "subscription update", `subscription update [--wait [--timeout 30m]] [-c conninfo | --conninfo-file f | --conninfo-env VAR | --aws-secret name]
 
@@ -140,8 +153,12 @@ table whose copy fails and the likely reason.`
 	var mf masterFlags
 	fs := newFlagSet(e, name, synopsis, &g)
 	mf.register(fs)
-	var wait bool
+	var wait, join, dryRun bool
 	var timeout time.Duration
+	if !update {
+		fs.BoolVar(&join, "join", false, "merge the master's rows into the slave's instead of copying into empty tables (see above)")
+		fs.BoolVar(&dryRun, "dry-run", false, "with --join: report what the merge would do per table, change nothing")
+	}
 	if update {
 		fs.BoolVar(&wait, "wait", false, "show each table's initial copy until all are ready, or report the table whose copy fails")
 		fs.DurationVar(&timeout, "timeout", subscriptionWaitTimeout, "with --wait: give up after this long")
@@ -149,11 +166,17 @@ table whose copy fails and the likely reason.`
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if dryRun && !join {
+		return usagef("--dry-run goes with --join")
+	}
 	s, conninfo, err := openSubscriber(ctx, e, &g, &mf, name)
 	if err != nil {
 		return err
 	}
 	defer s.close()
+	if join {
+		return joinSubscription(ctx, e, s, conninfo, dryRun)
+	}
 	do := replication.CreateSubscriptions
 	if update {
 		do = replication.UpdateSubscriptions
@@ -173,6 +196,54 @@ table whose copy fails and the likely reason.`
 		return fmt.Errorf("%w (after --timeout %s; the copies go on: check with `pgoutpost status`)", err, timeout)
 	}
 	return err
+}
+
+// joinSubscription creates the subscription by merging (merge.Join).
+func joinSubscription(ctx context.Context, e *env, s *replSession, conninfo string, dryRun bool) error {
+	reg, err := s.registry(ctx)
+	if err != nil {
+		return err
+	}
+	spec, err := replication.JoinSubscription(ctx, s.conn, s.names, conninfo)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	var rows int64
+	opts := merge.Options{DryRun: dryRun, Progress: func(c merge.TableCount) {
+		rows += c.Master
+		fmt.Fprintf(e.stderr, "join: read %s: %d rows (%d in all, %.0f rows/s)\n", c.Table, c.Master, rows, float64(rows)/max(time.Since(start).Seconds(), 1e-3))
+	}}
+	rep, err := merge.Join(ctx, s.conn, reg, conninfo, spec.Name, func(ctx context.Context) error {
+		return replication.CreateOnSlot(ctx, s.conn, spec, conninfo)
+	}, opts)
+	if rep != nil {
+		verb := "merged"
+		if dryRun {
+			verb = "would merge"
+		}
+		for _, c := range rep.Tables {
+			if c.Inserted+c.Updated+c.Deleted > 0 || dryRun {
+				fmt.Fprintf(e.stdout, "%s %s: %d inserted, %d updated, %d deleted (master has %d)\n", verb, c.Table, c.Inserted, c.Updated, c.Deleted, c.Master)
+			}
+		}
+		if rep.Cascade != nil {
+			for _, st := range rep.Cascade.Steps {
+				if t := reg.Table(st.Table); st.Rows > 0 && (t == nil || t.Kind == registry.KindUser) {
+					fmt.Fprintf(e.stdout, "  cascade: %s %d row(s) of %s\n", st.Action, st.Rows, st.Table)
+				}
+			}
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if dryRun {
+		fmt.Fprintf(e.stdout, "subscription %s: not created (--dry-run)\n", spec.Name)
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "subscription %s: created on the merged tables (no copy)\n", spec.Name)
+	return nil
 }
 
 func runSubscriptionDrop(ctx context.Context, e *env, args []string) error {

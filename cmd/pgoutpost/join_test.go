@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgoutpost/pgoutpost/config"
+	"github.com/pgoutpost/pgoutpost/internal/pgtest"
+	"github.com/pgoutpost/pgoutpost/queue"
+	"github.com/pgoutpost/pgoutpost/registry"
+)
+
+// joinUnits is how many units both environments hold before the join.
+const joinUnits = 5000
+
+// TestSubscriptionJoin joins an existing environment — its own copy of the
+// system tables, some rows missing, some extra, some different, and user rows
+// pointing at them — to the master without emptying anything, while a writer
+// changes the master and a reader polls the slave. A PROTECT on a row the
+// master lacks stops the first attempt with nothing done; after it is
+// resolved, the join merges, user rows follow their on_delete rules, the
+// slave's synced tables end equal to the master's, and the subscription
+// streams.
+func TestSubscriptionJoin(t *testing.T) {
+	master := pgtest.NewDB(t, pgtest.Master(t))
+	slave := pgtest.NewDB(t, pgtest.Slave(t))
+	pgtest.LoadDjangoSchema(t, master)
+	pgtest.LoadDjangoSchema(t, slave)
+	common := fmt.Sprintf(`
+		INSERT INTO django_content_type VALUES (1, 'catalog', 'unit'), (2, 'userapp', 'report');
+		INSERT INTO catalog_artist VALUES (1, 'a1');
+		INSERT INTO catalog_unit SELECT i, 'u' || i, 1 FROM generate_series(1, %d) AS i WHERE i NOT IN (5, 6);`, joinUnits)
+	pgtest.Exec(t, master.DSN, `
+		INSERT INTO catalog_category VALUES (1, 'visible'), (-1, 'filtered out');`+common+`
+		INSERT INTO catalog_unit VALUES (5, 'u5', 1), (6, 'u6', 1);
+		UPDATE catalog_unit SET name = 'renamed' WHERE id = 7;
+		INSERT INTO catalog_marker VALUES (1, 'm1', 1);
+		INSERT INTO catalog_outcome VALUES (1, 'o1'), (2, 'o2')`)
+	// The slave's own copy: category 1 differs, units 5 and 6 are missing,
+	// 7 differs, 900001 and 900002 are extra, so are marker 2, outcome 3
+	// and content type 3; its user rows point at all kinds.
+	pgtest.Exec(t, slave.DSN, `
+		INSERT INTO catalog_category VALUES (1, 'old name');`+common+`
+		INSERT INTO catalog_unit VALUES (900001, 'extra', 1), (900002, 'extra', 1);
+		INSERT INTO django_content_type VALUES (3, 'catalog', 'gone');
+		INSERT INTO catalog_marker VALUES (1, 'm1', 1), (2, 'extra', 900001);
+		INSERT INTO catalog_outcome VALUES (1, 'o1'), (3, 'extra');
+		INSERT INTO userapp_report VALUES (1, 'kept', 1, 1, 1), (2, 'outcome gone', NULL, 3, 1), (3, 'unit gone', NULL, NULL, 900001),
+			(4, 'protects marker 2', 2, NULL, 1);
+		INSERT INTO userapp_comment VALUES (1, 'on an extra unit', NULL, 900002), (2, 'kept', NULL, 8)`)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cfg, err := config.Load(exampleConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mpool, spool := pgtest.Pool(t, master.DSN), pgtest.Pool(t, slave.DSN)
+	reg, err := registry.Load(ctx, mpool, cfg.RegistrySpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := queue.Install(ctx, mpool, queue.InstallOptions{Role: registry.RoleMaster, Registry: reg}, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := queue.Install(ctx, spool, queue.InstallOptions{Role: registry.RoleSlave}, false); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PGOUTPOST_ROLE", "master")
+	t.Setenv("PGOUTPOST_DATABASE_DSN", master.DSN)
+	mustRun(t, "publication", "create", "--config", exampleConfig)
+	mustRun(t, "publication", "update", "--config", exampleConfig)
+	env := strings.ReplaceAll(slave.Name, "_", "-")
+	t.Setenv("PGOUTPOST_ROLE", "slave")
+	t.Setenv("PGOUTPOST_ENVIRONMENT", env)
+	t.Setenv("PGOUTPOST_DATABASE_DSN", slave.DSN)
+	t.Setenv("PGOUTPOST_MASTER_DSN", master.ConnInfo())
+	t.Cleanup(func() { runCLI(t, "subscription", "drop", "--config", exampleConfig) })
+
+	slots := func() int {
+		var n int
+		if err := mpool.QueryRow(ctx, "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE '%' || $1", strings.ReplaceAll(env, "-", "_")).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	fingerprint := func() string {
+		var s string
+		if err := spool.QueryRow(ctx, `SELECT (SELECT string_agg(id || name, ',' ORDER BY id) FROM catalog_unit WHERE id IN (5, 6, 7, 900001))
+			|| '|' || (SELECT count(*) FROM userapp_report) || '|' || (SELECT name FROM catalog_category WHERE id = 1)`).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	before := fingerprint()
+
+	// A dry run, and then the join itself, stop at the PROTECT of a marker
+	// the master lacks, with nothing done.
+	for _, args := range [][]string{{"--join", "--dry-run"}, {"--join"}} {
+		code, out, errs := runCLI(t, append(append([]string{"subscription", "create"}, args...), "--config", exampleConfig)...)
+		if code == exitOK || !strings.Contains(errs, "public.userapp_report(4) references public.catalog_marker(2) through marker_id (PROTECT)") {
+			t.Fatalf("subscription create %v over a protected row: exit %d\nstdout:\n%s\nstderr:\n%s", args, code, out, errs)
+		}
+		if got := fingerprint(); got != before || slots() != 0 {
+			t.Fatalf("subscription create %v failed but changed the slave (%q, was %q) or left %d slot(s) on the master", args, got, before, slots())
+		}
+	}
+	pgtest.Exec(t, slave.DSN, "DELETE FROM userapp_report WHERE id = 4")
+	before = fingerprint()
+
+	// A dry run reports what the join will do, and changes nothing.
+	out := mustRun(t, "subscription", "create", "--join", "--dry-run", "--config", exampleConfig)
+	for _, want := range []string{
+		"would merge public.catalog_unit: 2 inserted, 1 updated, 2 deleted (master has 5000)",
+		"would merge public.catalog_category: 0 inserted, 1 updated, 0 deleted (master has 1)",
+		"would merge public.catalog_marker: 0 inserted, 0 updated, 1 deleted",
+		"cascade: DELETE 1 row(s) of public.userapp_report",
+		"cascade: SET_NULL 1 row(s) of public.userapp_report",
+		"not created (--dry-run)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dry run output lacks %q:\n%s", want, out)
+		}
+	}
+	if got := fingerprint(); got != before || slots() != 0 {
+		t.Fatalf("the dry run changed the slave (%q, was %q) or left %d slot(s) on the master", got, before, slots())
+	}
+
+	// Now join while the master is written and the slave read.
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var writes, emptyReads, reads atomic.Int64
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := 0; !stop.Load(); i++ {
+			err := pgx.BeginFunc(ctx, mpool, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, "INSERT INTO catalog_unit VALUES ($1, 'new', 1)", joinUnits+1000+i); err != nil {
+					return err
+				}
+				if _, err := tx.Exec(ctx, "UPDATE catalog_unit SET name = 'w' || $1::int WHERE id = $2", i, 10+i%100); err != nil {
+					return err
+				}
+				_, err := tx.Exec(ctx, "UPDATE catalog_outcome SET name = 'o' || $1::int WHERE id = 2", i)
+				return err
+			})
+			if err != nil {
+				t.Errorf("writer: %v", err)
+				return
+			}
+			writes.Add(1)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for !stop.Load() {
+			var units, categories int
+			if err := spool.QueryRow(ctx, "SELECT (SELECT count(*) FROM catalog_unit), (SELECT count(*) FROM catalog_category)").Scan(&units, &categories); err != nil {
+				t.Errorf("reader: %v", err)
+				return
+			}
+			reads.Add(1)
+			if units == 0 || categories == 0 {
+				emptyReads.Add(1)
+			}
+		}
+	}()
+	pgtest.Eventually(t, "the writer and the reader to start", func() bool { return writes.Load() > 5 && reads.Load() > 5 })
+	out = mustRun(t, "subscription", "create", "--join", "--config", exampleConfig)
+	pgtest.Eventually(t, "more writes after the join", func() bool { return writes.Load() > 50 })
+	stop.Store(true)
+	wg.Wait()
+	if !strings.Contains(out, "created on the merged tables") {
+		t.Errorf("join output:\n%s", out)
+	}
+	if n := emptyReads.Load(); n > 0 {
+		t.Errorf("a reader saw a synced table empty %d times in %d reads", n, reads.Load())
+	}
+
+	// The slave catches up and equals the master, table by table.
+	for _, tbl := range []struct{ name, filter string }{
+		{"catalog_unit", ""}, {"catalog_category", "WHERE id > 0"}, {"catalog_marker", ""}, {"catalog_outcome", ""},
+		{"catalog_artist", ""}, {"django_content_type", ""}, {"catalog_outcome_sub_outcomes", ""}, {"auth_permission", ""},
+	} {
+		q := fmt.Sprintf("SELECT coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') FROM (SELECT * FROM %s %s) AS t", tbl.name, tbl.filter)
+		if tbl.name == "catalog_category" {
+			q = "SELECT coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') FROM (SELECT id, name FROM catalog_category WHERE id > 0) AS t"
+		}
+		var want string
+		if err := mpool.QueryRow(ctx, q).Scan(&want); err != nil {
+			t.Fatal(err)
+		}
+		pgtest.Eventually(t, tbl.name+" on the slave to equal the master's", func() bool {
+			var got string
+			if err := spool.QueryRow(ctx, q).Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			return got == want
+		})
+	}
+
+	// User rows followed the on_delete rules of the rows the master lacked.
+	for _, c := range []struct{ sql, want string }{
+		{"SELECT string_agg(id || ':' || coalesce(outcome_id::text, 'null'), ',' ORDER BY id) FROM userapp_report", "1:1,2:null"}, // 3 cascaded, 2 set null
+		{"SELECT string_agg(id::text, ',' ORDER BY id) FROM userapp_comment", "2"},                                                // 1 cascaded
+		{"SELECT string_agg(op || ':' || pk::text, ',' ORDER BY op, pk::text) FROM pgoutpost.denormalize_queue WHERE xid < 0",
+			`delete:{"id": 3},insert:{"id": 2}`}, // the merge's own events for the denormalize model
+	} {
+		var got string
+		if err := spool.QueryRow(ctx, c.sql).Scan(&got); err != nil || got != c.want {
+			t.Errorf("%s = %q, %v; want %q", c.sql, got, err, c.want)
+		}
+	}
+
+	// The subscription streams the queue too: a master delete of a delete
+	// model arrives as a queue row.
+	pgtest.Exec(t, master.DSN, "DELETE FROM catalog_marker WHERE id = 1")
+	pgtest.Eventually(t, "the marker's delete_queue row on the slave", func() bool {
+		var n int
+		if err := spool.QueryRow(ctx, "SELECT count(*) FROM pgoutpost.delete_queue WHERE table_name = 'public.catalog_marker' AND pk = '{\"id\": 1}'").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	})
+	if slots() != 1 {
+		t.Errorf("%d slots of this slave on the master, want its subscription's", slots())
+	}
+}
