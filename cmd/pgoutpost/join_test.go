@@ -184,26 +184,30 @@ func TestSubscriptionJoin(t *testing.T) {
 	}
 
 	// The slave catches up and equals the master, table by table.
-	for _, tbl := range []struct{ name, filter string }{
-		{"catalog_unit", ""}, {"catalog_category", "WHERE id > 0"}, {"catalog_marker", ""}, {"catalog_outcome", ""},
-		{"catalog_artist", ""}, {"django_content_type", ""}, {"catalog_outcome_sub_outcomes", ""}, {"auth_permission", ""},
-	} {
-		q := fmt.Sprintf("SELECT coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') FROM (SELECT * FROM %s %s) AS t", tbl.name, tbl.filter)
-		if tbl.name == "catalog_category" {
-			q = "SELECT coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') FROM (SELECT id, name FROM catalog_category WHERE id > 0) AS t"
-		}
-		var want string
-		if err := mpool.QueryRow(ctx, q).Scan(&want); err != nil {
-			t.Fatal(err)
-		}
-		pgtest.Eventually(t, tbl.name+" on the slave to equal the master's", func() bool {
-			var got string
-			if err := spool.QueryRow(ctx, q).Scan(&got); err != nil {
+	equal := func() {
+		t.Helper()
+		for _, tbl := range []struct{ name, filter string }{
+			{"catalog_unit", ""}, {"catalog_category", "WHERE id > 0"}, {"catalog_marker", ""}, {"catalog_outcome", ""},
+			{"catalog_artist", ""}, {"django_content_type", ""}, {"catalog_outcome_sub_outcomes", ""}, {"auth_permission", ""},
+		} {
+			q := fmt.Sprintf("SELECT coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') FROM (SELECT * FROM %s %s) AS t", tbl.name, tbl.filter)
+			if tbl.name == "catalog_category" {
+				q = "SELECT coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') FROM (SELECT id, name FROM catalog_category WHERE id > 0) AS t"
+			}
+			var want string
+			if err := mpool.QueryRow(ctx, q).Scan(&want); err != nil {
 				t.Fatal(err)
 			}
-			return got == want
-		})
+			pgtest.Eventually(t, tbl.name+" on the slave to equal the master's", func() bool {
+				var got string
+				if err := spool.QueryRow(ctx, q).Scan(&got); err != nil {
+					t.Fatal(err)
+				}
+				return got == want
+			})
+		}
 	}
+	equal()
 
 	// User rows followed the on_delete rules of the rows the master lacked.
 	for _, c := range []struct{ sql, want string }{
@@ -220,10 +224,11 @@ func TestSubscriptionJoin(t *testing.T) {
 
 	// The subscription streams the queue too: a master delete of a delete
 	// model arrives as a queue row.
-	pgtest.Exec(t, master.DSN, "DELETE FROM catalog_marker WHERE id = 1")
+	pgtest.Exec(t, master.DSN, "INSERT INTO catalog_marker VALUES (3, 'm3', 1)")
+	pgtest.Exec(t, master.DSN, "DELETE FROM catalog_marker WHERE id = 3")
 	pgtest.Eventually(t, "the marker's delete_queue row on the slave", func() bool {
 		var n int
-		if err := spool.QueryRow(ctx, "SELECT count(*) FROM pgoutpost.delete_queue WHERE table_name = 'public.catalog_marker' AND pk = '{\"id\": 1}'").Scan(&n); err != nil {
+		if err := spool.QueryRow(ctx, "SELECT count(*) FROM pgoutpost.delete_queue WHERE table_name = 'public.catalog_marker' AND pk = '{\"id\": 3}'").Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n == 1
@@ -231,4 +236,20 @@ func TestSubscriptionJoin(t *testing.T) {
 	if slots() != 1 {
 		t.Errorf("%d slots of this slave on the master, want its subscription's", slots())
 	}
+
+	// A resync: the slave drifts while its subscription is dropped and the
+	// master goes on; drop, join again, and it equals the master again.
+	mustRun(t, "subscription", "drop", "--config", exampleConfig)
+	pgtest.Exec(t, master.DSN, "UPDATE catalog_unit SET name = 'after the drop' WHERE id = 20; INSERT INTO catalog_unit VALUES (990000, 'master only', 1)")
+	pgtest.Exec(t, slave.DSN, "UPDATE catalog_unit SET name = 'drifted' WHERE id = 21; INSERT INTO catalog_unit VALUES (990001, 'slave only', 1)")
+	mustRun(t, "subscription", "create", "--join", "--config", exampleConfig)
+	equal()
+	pgtest.Exec(t, master.DSN, "INSERT INTO catalog_unit VALUES (990002, 'streamed', 1)")
+	pgtest.Eventually(t, "a master insert after the second join on the slave", func() bool {
+		var n int
+		if err := spool.QueryRow(ctx, "SELECT count(*) FROM catalog_unit WHERE id = 990002").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	})
 }
