@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,7 +19,7 @@ import (
 )
 
 // joinUnits is how many units both environments hold before the join.
-const joinUnits = 5000
+const joinUnits = 100000
 
 // TestSubscriptionJoin joins an existing environment — its own copy of the
 // system tables, some rows missing, some extra, some different, and user rows
@@ -117,7 +119,7 @@ func TestSubscriptionJoin(t *testing.T) {
 	// A dry run reports what the join will do, and changes nothing.
 	out := mustRun(t, "subscription", "create", "--join", "--dry-run", "--config", exampleConfig)
 	for _, want := range []string{
-		"would merge public.catalog_unit: 2 inserted, 1 updated, 2 deleted (master has 5000)",
+		"would merge public.catalog_unit: 2 inserted, 1 updated, 2 deleted (master has 100000)",
 		"would merge public.catalog_category: 0 inserted, 1 updated, 0 deleted (master has 1)",
 		"would merge public.catalog_marker: 0 inserted, 0 updated, 1 deleted",
 		"cascade: DELETE 1 row(s) of public.userapp_report",
@@ -235,6 +237,37 @@ func TestSubscriptionJoin(t *testing.T) {
 	})
 	if slots() != 1 {
 		t.Errorf("%d slots of this slave on the master, want its subscription's", slots())
+	}
+
+	// The sidecar applies it: the slave's marker goes, with its cascade.
+	sidecarCfg := filepath.Join(t.TempDir(), "sidecar.yaml")
+	example, err := os.ReadFile(exampleConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(sidecarCfg, []byte(strings.Replace(string(example), "slot: pgoutpost_sidecar", "slot: "+slave.Name, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stopRun := context.WithCancel(ctx)
+	var runOut, runErr pgtest.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(rctx, []string{"run", "--config", sidecarCfg, "--sink", "log", "--listen", addr}, &runOut, &runErr)
+	}()
+	pgtest.Eventually(t, "the sidecar to apply the marker's delete", func() bool {
+		var n int
+		if err := spool.QueryRow(ctx, "SELECT (SELECT count(*) FROM catalog_marker WHERE id = 3) + (SELECT count(*) FROM pgoutpost.delete_queue)").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 0
+	})
+	stopRun()
+	if code := <-done; code != exitOK {
+		t.Errorf("run: exit %d\n%s", code, runErr.String())
 	}
 
 	// A resync: the slave drifts while its subscription is dropped and the
