@@ -77,6 +77,7 @@ type e2e struct {
 	reg           *registry.Registry // the slave's
 	nats          *natsembed.Server
 	natsURL       string // the sidecar's and consumer's NATS URL(s) when not nats's
+	replicas      int    // the stream's replicas (the sink's default when 0)
 	env           string
 	slot          string
 	seedQueues    bool          // also process django-logical-replication's queues
@@ -217,7 +218,7 @@ func (e *e2e) start(t, owner testing.TB, tune func(*sidecar.Options)) *running {
 		t.Fatal(err)
 	}
 	n, err := sink.Connect(ctx, sink.Options{
-		URL: e.url(), Env: e.env, CreateStream: true,
+		URL: e.url(), Env: e.env, CreateStream: true, Replicas: e.replicas,
 		AckTimeout: time.Second, RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond,
 		ReconnectWait: 100 * time.Millisecond,
 		Logger:        testLogger(t),
