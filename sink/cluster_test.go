@@ -186,6 +186,9 @@ func TestPublishThroughLeaderStop(t *testing.T) {
 	if err := c.Restart(leader); err != nil {
 		t.Fatal(err)
 	}
+	if err := c.WaitFormed(time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	got := readStream(t, p.JetStream(), sink.DefaultStream)
 	st := p.Stats()
 	t.Logf("leader n%d stopped after %d acks; stats %+v", leader+1, at, st)
@@ -285,6 +288,9 @@ func TestPublishWhileLeaderPartitioned(t *testing.T) {
 		}
 		return nil
 	})
+	if err := c.WaitFormed(time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	got := readStream(t, p.JetStream(), sink.DefaultStream)
 	st := p.Stats()
 	t.Logf("stats %+v", st)
