@@ -40,6 +40,7 @@ const (
 	DefaultSubjectPrefix       = event.DefaultPrefix
 	DefaultDuplicateWindow     = sink.DefaultDuplicateWindow
 	DefaultCreateStream        = true
+	DefaultStorage             = sink.DefaultStorage
 	DefaultMaxInFlight         = sink.DefaultMaxInFlight
 	DefaultBatchSize           = 500
 	DefaultLargeTransaction    = 50000
@@ -122,6 +123,23 @@ type NATS struct {
 	DuplicateWindow time.Duration `yaml:"duplicate_window"`
 	CreateStream    bool          `yaml:"create_stream"`
 	MaxInFlight     int           `yaml:"max_in_flight"`
+	// Replicas of the stream the sidecar creates; 0 takes
+	// sink.DefaultClusterReplicas (3) when the server is part of a
+	// cluster and 1 otherwise. Set, it also rescales an existing stream
+	// (with create_stream).
+	Replicas  int       `yaml:"replicas"`
+	Placement Placement `yaml:"placement"`
+	Storage   string    `yaml:"storage"` // file or memory, for a created stream
+	// MaxAge and MaxBytes limit a created stream; 0 is no limit.
+	MaxAge   time.Duration `yaml:"max_age"`
+	MaxBytes int64         `yaml:"max_bytes"`
+}
+
+// Placement picks the servers of a created stream: those of a cluster, with
+// every tag.
+type Placement struct {
+	Cluster string   `yaml:"cluster"`
+	Tags    []string `yaml:"tags"`
 }
 
 // Queue configures the delete and denormalize queues.
@@ -199,6 +217,7 @@ func Default() *Config {
 			DuplicateWindow: DefaultDuplicateWindow,
 			CreateStream:    DefaultCreateStream,
 			MaxInFlight:     DefaultMaxInFlight,
+			Storage:         DefaultStorage,
 		},
 		Queue: Queue{BatchSize: DefaultBatchSize, LargeTransaction: DefaultLargeTransaction},
 	}

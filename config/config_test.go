@@ -65,6 +65,9 @@ nats:
 		{"create_stream false from file wins", c.NATS.CreateStream, false},
 		{"stream", c.NATS.Stream, DefaultStream},
 		{"duplicate window", c.NATS.DuplicateWindow, DefaultDuplicateWindow},
+		{"duplicate window outlasts a crash loop", c.NATS.DuplicateWindow >= 10*time.Minute, true},
+		{"replicas follow the server", c.NATS.Replicas, 0},
+		{"storage", c.NATS.Storage, DefaultStorage},
 		{"batch size", c.Queue.BatchSize, DefaultBatchSize},
 		{"slot", c.Sidecar.Slot, DefaultSlot},
 		{"model on_truncate", c.Models[0].OnTruncate, DefaultOnTruncate},
@@ -191,6 +194,13 @@ func TestValidateRules(t *testing.T) {
 		{"generic relation needs content type for a table target", minimal + "generic_relations:\n  - {target: userapp_report, table: userapp_taggeditem}\n", nil, "generic_relations[0].content_type: required"},
 		{"SET(NULL) is refused", minimal + "relations:\n  t.c: SET(NULL)\n", nil, "use SET_NULL"},
 		{"batch size positive", minimal + "queue: {batch_size: 0}\n", nil, "queue.batch_size: must be greater than zero"},
+		{"stream settings of a cluster", minimal + "nats:\n  replicas: 3\n  placement: {cluster: east, tags: [ssd]}\n  storage: file\n  max_age: 168h\n  max_bytes: 1073741824\n", nil, ""},
+		{"at most 5 replicas", minimal + "nats: {replicas: 7}\n", nil, "nats.replicas: 7: want 1 to 5"},
+		{"storage file or memory", minimal + "nats: {storage: disk}\n", nil, `nats.storage: "disk": want file or memory`},
+		{"max bytes not negative", minimal + "nats: {max_bytes: -1}\n", nil, "nats.max_bytes: must not be negative"},
+		{"max age covers the duplicate window", minimal + "nats: {max_age: 5m}\n", nil, "nats.max_age: 5m0s is shorter than nats.duplicate_window (10m0s)"},
+		{"duplicate window exceeds the shutdown grace", minimal + "sidecar: {shutdown_grace: 5m}\nnats: {duplicate_window: 2m}\n", nil, "nats.duplicate_window: 2m0s does not exceed sidecar.shutdown_grace (5m0s)"},
+		{"placement tags not empty", minimal + "nats: {placement: {tags: [' ']}}\n", nil, "nats.placement.tags[0]: empty tag"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parse(t, tc.yaml, tc.env)

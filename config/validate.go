@@ -206,6 +206,37 @@ func (v *validation) top() {
 	if !subjectTokens.MatchString(n.SubjectPrefix) {
 		v.add("nats.subject_prefix", "%q: want dot-separated tokens of letters, digits, _ and -", n.SubjectPrefix)
 	}
+	// JetStream streams have 1 to 5 replicas.
+	if n.Replicas < 0 || n.Replicas > 5 {
+		v.add("nats.replicas", "%d: want 1 to 5, or 0 for 3 on a cluster and 1 on a single server", n.Replicas)
+	}
+	if n.Storage != "file" && n.Storage != "memory" {
+		v.add("nats.storage", "%q: want file or memory", n.Storage)
+	}
+	if n.MaxAge < 0 {
+		v.add("nats.max_age", "must not be negative (0 keeps events until max_bytes)")
+	}
+	if n.MaxBytes < 0 {
+		v.add("nats.max_bytes", "must not be negative (0 sets no limit)")
+	}
+	if n.DuplicateWindow > 0 && s.ShutdownGrace > 0 && n.DuplicateWindow <= s.ShutdownGrace {
+		// An entry acknowledged but not yet dequeued when the grace ran out
+		// is published again after the restart, later than this.
+		v.add("nats.duplicate_window", "%s does not exceed sidecar.shutdown_grace (%s): an event republished after a restart would be stored twice",
+			n.DuplicateWindow, s.ShutdownGrace)
+	}
+	if n.MaxAge > 0 && n.MaxAge < n.DuplicateWindow {
+		// JetStream refuses a duplicate window longer than max_age.
+		v.add("nats.max_age", "%s is shorter than nats.duplicate_window (%s)", n.MaxAge, n.DuplicateWindow)
+	}
+	if n.Placement.Cluster != "" && !streamName.MatchString(n.Placement.Cluster) {
+		v.add("nats.placement.cluster", "%q: a cluster name is letters, digits, _ and -", n.Placement.Cluster)
+	}
+	for i, tag := range n.Placement.Tags {
+		if strings.TrimSpace(tag) == "" {
+			v.add(fmt.Sprintf("nats.placement.tags[%d]", i), "empty tag")
+		}
+	}
 	if n.CredentialsFile != "" && n.TokenEnv != "" {
 		v.add("nats.token_env", "set credentials_file or token_env, not both")
 	}

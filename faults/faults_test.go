@@ -27,6 +27,7 @@ import (
 	"github.com/pgoutpost/pgoutpost/consumer"
 	"github.com/pgoutpost/pgoutpost/internal/pgcluster"
 	"github.com/pgoutpost/pgoutpost/internal/pgtest"
+	"github.com/pgoutpost/pgoutpost/sink"
 )
 
 var (
@@ -41,22 +42,35 @@ var (
 // fault is one scheduled fault, at an offset from the workload's start.
 type fault struct {
 	at   time.Duration
-	kind string // "kill", "slave restart", "nats stop", "bulk load", "apply error", "slot drop"
+	kind string // "kill", "slave restart", "nats stop", "leader stop", "bulk load", "apply error", "slot drop"
 }
 
-func schedule(rng *rand.Rand, d time.Duration, kills int) []fault {
+// schedule draws the faults. On a JetStream cluster the NATS fault is two
+// stops of the stream's leader instead of a stop of the one server.
+func schedule(rng *rand.Rand, d time.Duration, kills int, cluster bool) []fault {
 	at := func() time.Duration { return d/20 + time.Duration(rng.Int64N(int64(d*9/10))) }
 	var fs []fault
 	for range kills {
 		fs = append(fs, fault{at(), "kill"})
 	}
-	fs = append(fs, fault{at(), "slave restart"}, fault{at(), "nats stop"},
+	if cluster {
+		fs = append(fs, fault{at(), "leader stop"}, fault{at(), "leader stop"})
+	} else {
+		fs = append(fs, fault{at(), "nats stop"})
+	}
+	fs = append(fs, fault{at(), "slave restart"},
 		fault{at(), "bulk load"}, fault{at(), "bulk load"}, fault{at(), "apply error"}, fault{at(), "slot drop"})
 	slices.SortFunc(fs, func(a, b fault) int { return cmp.Compare(a.at, b.at) })
 	return fs
 }
 
-func TestFaults(t *testing.T) {
+func TestFaults(t *testing.T) { runFaults(t, false) }
+
+// TestFaultsLeaderStop is TestFaults on a three-node JetStream cluster with
+// an R3 stream, whose leader is stopped twice during the workload.
+func TestFaultsLeaderStop(t *testing.T) { runFaults(t, true) }
+
+func runFaults(t *testing.T, cluster bool) {
 	seed := *flagSeed
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
@@ -67,6 +81,9 @@ func TestFaults(t *testing.T) {
 	defer cancel()
 
 	e := newEnv(t, "faults")
+	if cluster {
+		e = newClusterEnv(t, "faults")
+	}
 	m := newModel(rng, *flagChanges, *flagProtected)
 	e.setupMaster(t, ctx, int(m.units), int(m.outcomes))
 	e.setupSlave(t)
@@ -77,7 +94,7 @@ func TestFaults(t *testing.T) {
 	sc := e.startSidecar(t)
 	waitReady(t, ctx, e.listen)
 
-	nc, err := nats.Connect(e.nats.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	nc, err := nats.Connect(e.natsURL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,14 +115,14 @@ func TestFaults(t *testing.T) {
 
 	// The workload and the faults, side by side.
 	mpool := pgtest.Pool(t, e.master.DSN)
-	faults := schedule(rng, *flagDuration, *flagKills)
+	faults := schedule(rng, *flagDuration, *flagKills, cluster)
 	pauses := make([]time.Duration, len(faults))
 	for i := range pauses {
 		pauses[i] = 100*time.Millisecond + time.Duration(rng.Int64N(int64(1900*time.Millisecond)))
 	}
 	start := time.Now()
 	var workErr, faultErr error
-	var slaveHangs, bulks int
+	var slaveHangs, bulks, leaderStops int
 	var workDone time.Duration
 	var fwg sync.WaitGroup
 	fwg.Go(func() {
@@ -153,6 +170,28 @@ func TestFaults(t *testing.T) {
 				time.Sleep(2*time.Second + pauses[i])
 				if err := e.nats.Restart(); err != nil {
 					faultErr = fmt.Errorf("restart nats: %w", err)
+					return
+				}
+			case "leader stop":
+				readyBefore(sc, e.listen)
+				leader, err := e.cluster.WaitStreamLeader(sink.DefaultStream, time.Minute)
+				if err != nil {
+					faultErr = err
+					return
+				}
+				e.cluster.Stop(leader)
+				leaderStops++
+				if _, err := e.cluster.WaitStreamLeader(sink.DefaultStream, time.Minute, leader); err != nil {
+					faultErr = fmt.Errorf("after stopping the leader: %w", err)
+					return
+				}
+				time.Sleep(pauses[i])
+				if err := e.cluster.Restart(leader); err != nil {
+					faultErr = fmt.Errorf("restart the stopped leader: %w", err)
+					return
+				}
+				if err := e.cluster.WaitFormed(time.Minute); err != nil {
+					faultErr = fmt.Errorf("after restarting the stopped leader: %w", err)
 					return
 				}
 			case "bulk load":
@@ -228,13 +267,20 @@ func TestFaults(t *testing.T) {
 	got.mu.Lock()
 	handled, redeliveries := got.handled, got.redeliveries
 	got.mu.Unlock()
-	t.Logf("FIGURES seed=%d changes=%d transactions=%d kills=%d(+%d to unblock the slave's shutdown) sidecar_starts=%d slave_restarts=1 slave_shutdown_hangs=%d nats_stops=1 bulk_loads=%d apply_errors=1 slot_drops=1 "+
+	t.Logf("FIGURES seed=%d changes=%d transactions=%d kills=%d(+%d to unblock the slave's shutdown) sidecar_starts=%d slave_restarts=1 slave_shutdown_hangs=%d nats_stops=%d leader_stops=%d bulk_loads=%d apply_errors=1 slot_drops=1 "+
 		"deletes_expected=%d deletes_applied=%d events_expected=%d events_received=%d stream_messages=%d "+
 		"handled=%d redeliveries=%d dead_letters=%d(planted %d) lost=%d duplicated=%d unexpected_exits=%d "+
 		"starts_with_waiting_entries=%d entries_drained_at_start=%d workload=%.1fs drain=%.1fs total=%.1fs",
-		seed, m.changes, m.txs, sc.kills-slaveHangs, slaveHangs, sc.starts, slaveHangs, bulks, r.deletesExpected, r.deletesApplied, r.eventsExpected, r.eventsReceived,
+		seed, m.changes, m.txs, sc.kills-slaveHangs, slaveHangs, sc.starts, slaveHangs, boolInt(!cluster), leaderStops, bulks, r.deletesExpected, r.deletesApplied, r.eventsExpected, r.eventsReceived,
 		r.streamMsgs, handled, redeliveries, r.deadLetters, len(m.planted()), r.lost, r.duplicated, len(sc.unexpected),
 		restartsWithWork, redrained, workDone.Seconds(), drained.Seconds(), time.Since(start).Seconds())
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // bulkRows is the size of one bulk load.

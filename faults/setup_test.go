@@ -129,6 +129,7 @@ type env struct {
 	dir                    string
 	master, slave          *pgtest.DB
 	nats                   *natsembed.Server
+	cluster                *natsembed.Cluster // when set, the sidecar and the consumer use it, not nats
 	masterConfig, slaveCfg string
 	listen                 string
 }
@@ -152,9 +153,33 @@ func buildBinary(t testing.TB) string {
 	return bin
 }
 
+// natsURL is the NATS URL(s) of the sidecar and the consumer.
+func (e *env) natsURL() string {
+	if e.cluster != nil {
+		return e.cluster.URLs()
+	}
+	return e.nats.URL()
+}
+
+// newClusterEnv is newEnv with a three-node JetStream cluster for NATS.
+func newClusterEnv(t testing.TB, name string) *env {
+	t.Helper()
+	c, err := natsembed.StartCluster(t.TempDir(), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Shutdown)
+	return newEnvWith(t, name, c)
+}
+
 func newEnv(t testing.TB, name string) *env {
 	t.Helper()
-	e := &env{name: name, bin: buildBinary(t), dir: t.TempDir()}
+	return newEnvWith(t, name, nil)
+}
+
+func newEnvWith(t testing.TB, name string, cluster *natsembed.Cluster) *env {
+	t.Helper()
+	e := &env{name: name, bin: buildBinary(t), dir: t.TempDir(), cluster: cluster}
 	// The master's database first, so that its cleanup runs after the
 	// slave's (which drops the subscriptions and their slots on the master).
 	e.master = pgtest.NewDB(t, pgtest.Master(t))
@@ -171,7 +196,7 @@ func newEnv(t testing.TB, name string) *env {
 	e.masterConfig = e.writeConfig(t, configValues{Environment: "master", Role: "master", DSN: e.master.DSN})
 	e.slaveCfg = e.writeConfig(t, configValues{
 		Environment: name, Role: "slave", DSN: e.slave.DSN,
-		Master: e.master.ConnInfo(), NATS: e.nats.URL(), Listen: e.listen,
+		Master: e.master.ConnInfo(), NATS: e.natsURL(), Listen: e.listen,
 	})
 	return e
 }

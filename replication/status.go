@@ -84,6 +84,10 @@ type SlaveChecks struct {
 	// configuration), so that a subscription to a publication the master
 	// lacks is named as such; nil or "" skips the check.
 	MasterConnInfo func(ctx context.Context) (string, error)
+	// Stream returns the warnings about the JetStream stream the sidecar
+	// publishes to (sink.InspectStream: one replica on a cluster, memory
+	// storage); each is a problem, and so is not being able to look.
+	Stream func(ctx context.Context) ([]string, error)
 }
 
 // Status reads the replication status of the database db is connected to,
@@ -106,6 +110,15 @@ func Status(ctx context.Context, db DB, role string, names Names, checks SlaveCh
 	for _, step := range steps {
 		if err := step(ctx, db); err != nil {
 			return nil, err
+		}
+	}
+	if role != "master" && checks.Stream != nil {
+		warnings, err := checks.Stream(ctx)
+		if err != nil {
+			r.problem("cannot check the NATS stream: %v", err)
+		}
+		for _, w := range warnings {
+			r.problem("nats: %s", w)
 		}
 	}
 	return r, nil

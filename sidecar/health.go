@@ -240,8 +240,26 @@ func (s *Sidecar) notReady(now time.Time) []string {
 	return why
 }
 
+// warner is a sink with warnings about its setup that do not stop it from
+// publishing (sink.NATS: a single-replica stream on a cluster).
+type warner interface{ Warnings() []string }
+
+// warnings are the sink's, each prefixed for /readyz.
+func (s *Sidecar) warnings() []string {
+	w, ok := s.opts.Sink.(warner)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, l := range w.Warnings() {
+		out = append(out, "warning: nats: "+l)
+	}
+	return out
+}
+
 // Handler serves /metrics, /healthz (200 while the run loop runs) and
-// /readyz (200 when ready, else 503 with one reason per line).
+// /readyz (200 when ready, else 503 with one reason per line; then a line
+// per warning, which does not make it 503).
 func (s *Sidecar) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(s.gather, promhttp.HandlerOpts{}))
@@ -260,12 +278,15 @@ func (s *Sidecar) Handler() http.Handler {
 		s.metrics.ready.Set(boolGauge(len(why) == 0))
 		if len(why) > 0 {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			for _, l := range why {
+			for _, l := range append(why, s.warnings()...) {
 				fmt.Fprintln(w, l)
 			}
 			return
 		}
 		fmt.Fprintln(w, "ready")
+		for _, l := range s.warnings() {
+			fmt.Fprintln(w, l)
+		}
 	})
 	return mux
 }

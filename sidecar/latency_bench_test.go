@@ -62,6 +62,8 @@ type latencies struct {
 	all   []time.Duration
 	count int       // events handled, the setup's included
 	last  time.Time // the latest commit time seen
+	// lastAt is when the latest measured event was received.
+	lastAt time.Time
 }
 
 func (l *latencies) handle(_ context.Context, ev event.Event) error {
@@ -73,6 +75,7 @@ func (l *latencies) handle(_ context.Context, ev event.Event) error {
 		return nil
 	}
 	l.all = append(l.all, now.Sub(ev.CommittedAt))
+	l.lastAt = now
 	if ev.CommittedAt.After(l.last) {
 		l.last = ev.CommittedAt
 	}
@@ -92,8 +95,32 @@ func (l *latencies) n() int {
 }
 
 func latencyRun(b *testing.B, rate int, d time.Duration) {
+	r := measureLatency(b, rate, d, nil)
+	b.ReportMetric(r.p50, "p50_ms")
+	b.ReportMetric(r.p99, "p99_ms")
+	b.ReportMetric(r.max, "max_ms")
+	b.ReportMetric(r.changesPerSec, "changes/s")
+	b.ReportMetric(0, "ns/op")
+}
+
+// latencyResult is what one measureLatency run found: commit-to-consumer
+// percentiles in milliseconds, the rate the master produced changes at and
+// the rate events reached the consumer at (from the first measured commit
+// to the last event's receipt).
+type latencyResult struct {
+	p50, p99, max               float64
+	changesPerSec, eventsPerSec float64
+}
+
+// measureLatency paces rate changes a second for d through a new master,
+// slave and sidecar (tune, when set, adjusts the environment before the
+// sidecar starts) and measures each event's commit-to-consumer time.
+func measureLatency(b *testing.B, rate int, d time.Duration, tune func(*e2e)) latencyResult {
 	b.StopTimer()
 	e := newE2E(b)
+	if tune != nil {
+		tune(e)
+	}
 	ctx := testCtx(b, 5*time.Minute)
 	// The slave's apply worker commits asynchronously by default (the
 	// subscription's synchronous_commit = off), and a walsender decodes only
@@ -110,7 +137,7 @@ func latencyRun(b *testing.B, rate int, d time.Duration) {
 	synced(b, e.spool, latencyRows, "SELECT count(*) FROM outcome")
 
 	e.start(b, b, nil) // creates the JetStream stream
-	nc, err := nats.Connect(e.nats.URL())
+	nc, err := nats.Connect(e.url())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -200,9 +227,9 @@ func latencyRun(b *testing.B, rate int, d time.Duration) {
 	pct := func(p float64) float64 {
 		return float64(all[min(len(all)-1, int(p*float64(len(all))))].Microseconds()) / 1000
 	}
-	b.ReportMetric(pct(0.50), "p50_ms")
-	b.ReportMetric(pct(0.99), "p99_ms")
-	b.ReportMetric(float64(all[len(all)-1].Microseconds())/1000, "max_ms")
-	b.ReportMetric(float64(want)/produced.Seconds(), "changes/s")
-	b.ReportMetric(0, "ns/op")
+	return latencyResult{
+		p50: pct(0.50), p99: pct(0.99), max: float64(all[len(all)-1].Microseconds()) / 1000,
+		changesPerSec: float64(want) / produced.Seconds(),
+		eventsPerSec:  float64(want) / lat.lastAt.Sub(start).Seconds(),
+	}
 }

@@ -76,12 +76,22 @@ type e2e struct {
 	mpool, spool  *pgxpool.Pool
 	reg           *registry.Registry // the slave's
 	nats          *natsembed.Server
+	natsURL       string // the sidecar's and consumer's NATS URL(s) when not nats's
+	replicas      int    // the stream's replicas (the sink's default when 0)
 	env           string
 	slot          string
 	seedQueues    bool          // also process django-logical-replication's queues
 	procDB        *pgxpool.Pool // the processor's pool when not spool (another role)
 	runDSN        string        // when set, the whole sidecar (stream, probes, processor) runs as this DSN's role
 	largeTxn      int           // the processor's LargeTxn (its default when 0)
+}
+
+// url is the NATS URL(s) of the sidecar and the consumer.
+func (e *e2e) url() string {
+	if e.natsURL != "" {
+		return e.natsURL
+	}
+	return e.nats.URL()
 }
 
 func testCtx(t testing.TB, d time.Duration) context.Context {
@@ -208,7 +218,7 @@ func (e *e2e) start(t, owner testing.TB, tune func(*sidecar.Options)) *running {
 		t.Fatal(err)
 	}
 	n, err := sink.Connect(ctx, sink.Options{
-		URL: e.nats.URL(), Env: e.env, CreateStream: true,
+		URL: e.url(), Env: e.env, CreateStream: true, Replicas: e.replicas,
 		AckTimeout: time.Second, RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond,
 		ReconnectWait: 100 * time.Millisecond,
 		Logger:        testLogger(t),
@@ -324,7 +334,7 @@ func (ev *events) count() int {
 // connection until the test ends.
 func (e *e2e) consume(t testing.TB) (*events, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(e.nats.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	nc, err := nats.Connect(e.url(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -141,3 +141,11 @@ func (d *Deferred) Close() error {
 	}
 	return nil
 }
+
+// Warnings are the connected sink's (see NATS.Warnings); nil until then.
+func (d *Deferred) Warnings() []string {
+	if n := d.get(); n != nil {
+		return n.Warnings()
+	}
+	return nil
+}

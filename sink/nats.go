@@ -22,10 +22,20 @@ import (
 
 // Defaults applied by Connect to zero Options fields.
 const (
-	DefaultURL             = nats.DefaultURL
-	DefaultStream          = "PGOUTPOST"
-	DefaultDuplicateWindow = 2 * time.Minute
+	DefaultURL    = nats.DefaultURL
+	DefaultStream = "PGOUTPOST"
+	// DefaultDuplicateWindow covers a sidecar that crashed after JetStream
+	// acknowledged an event and before it dequeued the entry, and then
+	// restarted (Kubernetes' crash-loop back-off alone grows to five
+	// minutes) and published the entry again: within the window the stream
+	// drops the second copy by its Nats-Msg-Id.
+	DefaultDuplicateWindow = 10 * time.Minute
+	// DefaultClusterReplicas is the replicas of a created stream when the
+	// server is part of a cluster: the stream keeps taking events while one
+	// of its servers is down.
+	DefaultClusterReplicas = 3
 	DefaultMaxInFlight     = 256
+	DefaultStorage         = "file"
 	DefaultAckTimeout      = 5 * time.Second
 	DefaultRetryMin        = 100 * time.Millisecond
 	DefaultRetryMax        = 5 * time.Second
@@ -49,10 +59,16 @@ type Options struct {
 	// duplicate window to it when it exists. When false, Connect only checks
 	// the stream and reports everything that does not fit. (sidecar.yaml's
 	// create_stream defaults to true; the zero Options only checks.)
-	CreateStream    bool
-	Retention       string        // "limits" (default), "interest" or "workqueue"; for a created stream
-	Replicas        int           // for a created stream; 1 when 0
+	CreateStream bool
+	Retention    string // "limits" (default), "interest" or "workqueue"; for a created stream
+	// Replicas of a created stream; when 0, DefaultClusterReplicas if the
+	// server is part of a cluster, else 1. With CreateStream, a set value
+	// also changes an existing stream's replicas.
+	Replicas        int
+	Placement       Placement     // for a created stream; empty lets JetStream choose
+	Storage         string        // "file" (default) or "memory"; for a created stream
 	MaxAge          time.Duration // for a created stream; 0 keeps messages forever
+	MaxBytes        int64         // for a created stream; 0 sets no limit
 	DuplicateWindow time.Duration // DefaultDuplicateWindow when 0
 
 	MaxInFlight   int           // publishes waiting for their ack, over all calls
@@ -66,6 +82,13 @@ type Options struct {
 	// ObserveAck, when set, is called with the time from send to ack of each
 	// message (for a latency histogram). It must not block.
 	ObserveAck func(time.Duration)
+}
+
+// Placement picks the servers of a created stream: those of a cluster,
+// with all of the tags.
+type Placement struct {
+	Cluster string
+	Tags    []string
 }
 
 // TLSOptions are the TLS files for the NATS connection; empty means unused.
@@ -88,8 +111,8 @@ func (o *Options) setDefaults() {
 	if o.Retention == "" {
 		o.Retention = "limits"
 	}
-	if o.Replicas == 0 {
-		o.Replicas = 1
+	if o.Storage == "" {
+		o.Storage = DefaultStorage
 	}
 	if o.DuplicateWindow == 0 {
 		o.DuplicateWindow = DefaultDuplicateWindow
@@ -144,6 +167,7 @@ type NATS struct {
 
 	closing   chan struct{}
 	closeOnce sync.Once
+	warnings  []string // about the stream, found by Connect
 
 	acked, dups, failed, outages, resent atomic.Uint64
 
@@ -164,6 +188,9 @@ func Connect(ctx context.Context, opts Options) (*NATS, error) {
 		return nil, fmt.Errorf("connect to nats: %w", err)
 	}
 	if _, err := retention(opts.Retention); err != nil {
+		return nil, fmt.Errorf("connect to nats: %w", err)
+	}
+	if _, err := storage(opts.Storage); err != nil {
 		return nil, fmt.Errorf("connect to nats: %w", err)
 	}
 	p := &NATS{
@@ -199,6 +226,9 @@ func Connect(ctx context.Context, opts Options) (*NATS, error) {
 	if err := p.ensureStream(ctx); err != nil {
 		nc.Close()
 		return nil, err
+	}
+	for _, w := range p.warnings {
+		opts.Logger.Warn("nats stream: " + w)
 	}
 	go p.pump()
 	return p, nil
@@ -297,28 +327,65 @@ func retention(s string) (jetstream.RetentionPolicy, error) {
 	return 0, fmt.Errorf("stream retention %q: want limits, interest or workqueue", s)
 }
 
-// ensureStream creates or checks the stream, see Options.CreateStream.
+func storage(s string) (jetstream.StorageType, error) {
+	switch s {
+	case "file":
+		return jetstream.FileStorage, nil
+	case "memory":
+		return jetstream.MemoryStorage, nil
+	}
+	return 0, fmt.Errorf("stream storage %q: want file or memory", s)
+}
+
+// replicas is the replica count a created stream gets, and whether it is
+// the default rather than Options.Replicas.
+func (p *NATS) replicas() (n int, defaulted bool) {
+	switch {
+	case p.opts.Replicas > 0:
+		return p.opts.Replicas, false
+	case p.nc.ConnectedClusterName() != "":
+		return DefaultClusterReplicas, true
+	}
+	return 1, true
+}
+
+// ensureStream creates or checks the stream, see Options.CreateStream, and
+// sets p.warnings.
 func (p *NATS) ensureStream(ctx context.Context) error {
 	o := p.opts
 	want := p.envPrefix + ".>"
+	cluster := p.nc.ConnectedClusterName()
+	replicas, defaulted := p.replicas()
 	st, err := p.js.Stream(ctx, o.Stream)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound) && o.CreateStream:
 		ret, _ := retention(o.Retention)
-		_, err := p.js.CreateStream(ctx, jetstream.StreamConfig{
+		store, _ := storage(o.Storage)
+		cfg := jetstream.StreamConfig{
 			Name:        o.Stream,
 			Description: "pgoutpost denormalize events",
 			Subjects:    []string{want},
 			Retention:   ret,
-			Storage:     jetstream.FileStorage,
-			Replicas:    o.Replicas,
+			Storage:     store,
+			Replicas:    replicas,
 			MaxAge:      o.MaxAge,
+			MaxBytes:    o.MaxBytes,
 			Duplicates:  o.DuplicateWindow,
-		})
+		}
+		if o.Placement.Cluster != "" || len(o.Placement.Tags) > 0 {
+			cfg.Placement = &jetstream.Placement{Cluster: o.Placement.Cluster, Tags: o.Placement.Tags}
+		}
+		st, err := p.js.CreateStream(ctx, cfg)
+		if err != nil && defaulted && replicas > 1 {
+			return fmt.Errorf("create stream %s for %s with %d replicas (the default on a cluster) on %s: %w; set nats.replicas to what the cluster can hold",
+				o.Stream, want, replicas, p.url, err)
+		}
 		if err != nil {
 			return fmt.Errorf("create stream %s for %s on %s: %w", o.Stream, want, p.url, err)
 		}
-		o.Logger.Info("nats stream created", "stream", o.Stream, "subjects", want)
+		p.warnings = StreamWarnings(cluster, st.CachedInfo().Config)
+		o.Logger.Info("nats stream created", "stream", o.Stream, "subjects", want, "replicas", replicas,
+			"storage", o.Storage, "duplicate_window", o.DuplicateWindow)
 		return nil
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 		return fmt.Errorf("%w: stream %s does not exist on %s (create_stream is off): create it with subjects %q and a duplicate window",
@@ -346,20 +413,85 @@ func (p *NATS) ensureStream(ctx context.Context) error {
 			return fmt.Errorf("%w: stream %s on %s does not fit (create_stream is off): %w",
 				ErrStreamConfig, o.Stream, p.url, errors.Join(problems...))
 		}
+		p.warnings = StreamWarnings(cluster, cfg)
+		if cfg.Duplicates < o.DuplicateWindow {
+			p.warnings = append(p.warnings, fmt.Sprintf("stream %s deduplicates over %s, less than nats.duplicate_window (%s): a republish after a longer outage of the sidecar is stored twice",
+				o.Stream, cfg.Duplicates, o.DuplicateWindow))
+		}
 		return nil
 	}
-	if covered && cfg.Duplicates >= o.DuplicateWindow {
+	// An existing stream keeps its replicas unless they are configured:
+	// the default must not scale a stream someone sized on purpose.
+	rescale := !defaulted && cfg.Replicas != replicas
+	if covered && cfg.Duplicates >= o.DuplicateWindow && !rescale {
+		p.warnings = StreamWarnings(cluster, cfg)
 		return nil
 	}
 	if !covered {
 		cfg.Subjects = append(cfg.Subjects, want)
 	}
 	cfg.Duplicates = max(cfg.Duplicates, o.DuplicateWindow)
-	if _, err := p.js.UpdateStream(ctx, cfg); err != nil {
+	if rescale {
+		cfg.Replicas = replicas
+	}
+	st2, err := p.js.UpdateStream(ctx, cfg)
+	if err != nil {
 		return fmt.Errorf("update stream %s to take %s: %w", o.Stream, want, err)
 	}
-	o.Logger.Info("nats stream updated", "stream", o.Stream, "subjects", cfg.Subjects, "duplicate_window", cfg.Duplicates)
+	p.warnings = StreamWarnings(cluster, st2.CachedInfo().Config)
+	o.Logger.Info("nats stream updated", "stream", o.Stream, "subjects", cfg.Subjects, "duplicate_window", cfg.Duplicates,
+		"replicas", cfg.Replicas)
 	return nil
+}
+
+// StreamWarnings names what in a stream's configuration risks events on a
+// server of the NATS cluster named cluster ("" for a lone server): one
+// replica on a cluster, memory storage. It is the one judgement that
+// Connect logs, /readyz shows and the status command reports.
+func StreamWarnings(cluster string, cfg jetstream.StreamConfig) []string {
+	var w []string
+	if cluster != "" && cfg.Replicas <= 1 {
+		w = append(w, fmt.Sprintf("stream %s has a single replica on NATS cluster %q: while its server is down no event is published, and losing that server's disk loses the stream; give it %d (nats.replicas, or nats stream edit %s --replicas %d)",
+			cfg.Name, cluster, DefaultClusterReplicas, cfg.Name, DefaultClusterReplicas))
+	}
+	if cfg.Storage == jetstream.MemoryStorage {
+		w = append(w, fmt.Sprintf("stream %s keeps its messages in memory: a restart of its servers loses the events not yet consumed", cfg.Name))
+	}
+	return w
+}
+
+// Warnings returns what StreamWarnings found about the stream when the
+// publisher connected; nil when nothing.
+func (p *NATS) Warnings() []string { return p.warnings }
+
+// InspectStream connects with opts (only the connection and stream fields
+// are used), reads the stream and returns StreamWarnings about it, for the
+// status command. A stream that does not exist is an error wrapping
+// ErrStreamConfig.
+func InspectStream(ctx context.Context, opts Options) ([]string, error) {
+	opts.setDefaults()
+	p := &NATS{opts: opts, url: connstr.RedactURLs(opts.URL)}
+	copts, err := p.natsOptions()
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats at %s: %w", p.url, err)
+	}
+	nc, err := nats.Connect(opts.URL, append(copts, nats.MaxReconnects(0))...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats at %s: %w", p.url, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("open jetstream on %s: %w", p.url, err)
+	}
+	st, err := js.Stream(ctx, opts.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("%w: stream %s does not exist on %s", ErrStreamConfig, opts.Stream, p.url)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up stream %s on %s: %w", opts.Stream, p.url, err)
+	}
+	return StreamWarnings(nc.ConnectedClusterName(), st.CachedInfo().Config), nil
 }
 
 // SubjectCovers reports whether every subject matching pattern also matches

@@ -73,9 +73,18 @@ func readStream(t testing.TB, js jetstream.JetStream, stream string) []jetstream
 		t.Fatalf("stream %s: %v", stream, err)
 	}
 	total := int(st.CachedInfo().State.Msgs)
-	c, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatalf("ordered consumer: %v", err)
+	// On a cluster that has just lost or regained a node, JetStream may
+	// answer "temporarily unavailable" until its meta leader settles.
+	var c jetstream.Consumer
+	for {
+		c, err = st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || !errors.Is(err, jetstream.ErrJetStreamNotEnabled) && !strings.Contains(err.Error(), "temporarily unavailable") {
+			t.Fatalf("ordered consumer: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	var out []jetstream.Msg
 	for len(out) < total {

@@ -185,6 +185,11 @@ func natsOptions(cfg *config.Config, logger *slog.Logger) (sink.Options, error) 
 		Stream:          n.Stream,
 		CreateStream:    n.CreateStream,
 		DuplicateWindow: n.DuplicateWindow,
+		Replicas:        n.Replicas,
+		Placement:       sink.Placement{Cluster: n.Placement.Cluster, Tags: n.Placement.Tags},
+		Storage:         n.Storage,
+		MaxAge:          n.MaxAge,
+		MaxBytes:        n.MaxBytes,
 		MaxInFlight:     n.MaxInFlight,
 		Logger:          logger,
 	}

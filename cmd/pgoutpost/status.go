@@ -3,6 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/pgoutpost/pgoutpost/config"
+	"github.com/pgoutpost/pgoutpost/internal/connstr"
+	"github.com/pgoutpost/pgoutpost/sink"
 
 	"github.com/pgoutpost/pgoutpost/queue"
 	"github.com/pgoutpost/pgoutpost/registry"
@@ -23,7 +30,8 @@ Shows the replication state of this database and its problems in words. On
 the master: publications and their tables, queue depths, replication slots
 with wal_status, safe_wal_size and lag. On a slave: subscriptions with each
 table's sync state and lag, queue depths, dead letters, write-guarded tables,
-and anything queue install would fix.`, &g)
+anything queue install would fix, and what risks the events in the NATS
+stream of nats: (a single replica on a cluster, memory storage).`, &g)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -39,6 +47,11 @@ and anything queue install would fix.`, &g)
 			return (&masterFlags{}).resolve(ctx, s.cfg)
 		}
 	}
+	if s.cfg.Role == registry.RoleSlave {
+		checks.Stream = func(ctx context.Context) ([]string, error) {
+			return inspectStream(ctx, s.cfg)
+		}
+	}
 	report, err := replication.Status(ctx, s.conn, string(s.cfg.Role), s.names, checks)
 	if err != nil {
 		return err
@@ -50,6 +63,27 @@ and anything queue install would fix.`, &g)
 	}
 	report.Write(e.stdout)
 	return nil
+}
+
+// inspectStreamTimeout bounds the look at the NATS stream, so that an
+// unreachable server delays the report only that long.
+const inspectStreamTimeout = 5 * time.Second
+
+// inspectStream returns the warnings about the stream of cfg's nats: section.
+func inspectStream(ctx context.Context, cfg *config.Config) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, inspectStreamTimeout)
+	defer cancel()
+	n := cfg.NATS
+	opts := sink.Options{URL: n.URL, CredentialsFile: n.CredentialsFile, Env: cfg.Environment,
+		SubjectPrefix: n.SubjectPrefix, Stream: n.Stream, Logger: slog.New(slog.DiscardHandler)}
+	if n.TokenEnv != "" {
+		token, err := connstr.FromEnv(n.TokenEnv)
+		if err != nil {
+			return nil, fmt.Errorf("nats.token_env: %w", err)
+		}
+		opts.Token = token
+	}
+	return sink.InspectStream(ctx, opts)
 }
 
 // slaveChecks are the queue package's checks that the status report of a

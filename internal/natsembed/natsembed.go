@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -12,6 +13,7 @@ import (
 // Server is an in-process NATS server with JetStream enabled.
 type Server struct {
 	*server.Server
+	mu       sync.Mutex // guards Server across Stop and Restart, for Cluster's proxies
 	opts     *server.Options
 	storeDir string
 	ownDir   bool
@@ -47,7 +49,10 @@ func Start(storeDir string) (*Server, error) {
 }
 
 func (s *Server) start() error {
-	ns, err := server.NewServer(s.opts)
+	// The server keeps the Options it is given: it gets a copy, as the
+	// ports are written back into s.opts below.
+	o := *s.opts
+	ns, err := server.NewServer(&o)
 	if err != nil {
 		return fmt.Errorf("configure nats server: %w", err)
 	}
@@ -56,9 +61,14 @@ func (s *Server) start() error {
 		ns.Shutdown()
 		return fmt.Errorf("nats server did not become ready in 10s")
 	}
+	s.mu.Lock()
 	s.Server = ns
+	s.mu.Unlock()
 	// Restart must come back on the same port so clients can reconnect.
 	s.opts.Port = ns.Addr().(*net.TCPAddr).Port
+	if a := ns.ClusterAddr(); a != nil {
+		s.opts.Cluster.Port = a.Port
+	}
 	return nil
 }
 
