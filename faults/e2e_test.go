@@ -66,8 +66,8 @@ ANALYZE shop_outcome, e2e_outcome_bare;`
 // the event's committed_at, the master's commit time (one machine, one
 // clock). CPU-seconds are read from /proc: the master's walsenders (the
 // pids in pg_stat_replication) and every process of the slave's cluster,
-// reaped ones included; the sidecar's peak RSS is its process's maximum
-// resident set. A run fails when an update's event does not reach the
+// reaped ones included; the sidecar's peak RSS is its process's VmHWM, read
+// just before it is stopped. A run fails when an update's event does not reach the
 // consumer; duplicates (a queue_id in two stream messages) are counted.
 func BenchmarkEndToEnd(b *testing.B) {
 	if *flagE2ETxn <= 0 || *flagE2ETxn > e2eOutcomes || *flagE2ERows < *flagE2ETxn || *flagE2ERate < 0 || *flagE2EBare <= 0 {
@@ -227,6 +227,10 @@ func benchE2E(b *testing.B, run int) {
 	slaveUsed := slaveCPU() - slaveBefore
 	cstop()
 	wg.Wait()
+	peakBytes, err := peakRSS(sc.cmd.Process.Pid)
+	if err != nil {
+		b.Fatal(err)
+	}
 	if err := sc.stop(time.Minute); err != nil {
 		b.Fatal(err)
 	}
@@ -255,7 +259,7 @@ func benchE2E(b *testing.B, run int) {
 	p50, p99, maxLat := ms(lat[len(lat)*50/100]), ms(lat[min(len(lat)-1, len(lat)*99/100)]), ms(lat[len(lat)-1])
 	bareRate, modelRate := float64(bareRows)/inBare.Seconds(), float64(want)/inModel.Seconds()
 	eventsRate := float64(len(lat)) / got.lastAt.Sub(start).Seconds()
-	peak := float64(ru.Maxrss) / 1024 // KiB
+	peak := float64(peakBytes) / (1 << 20)
 	b.ReportMetric(modelRate, "model-rows/s")
 	b.ReportMetric(bareRate, "bare-rows/s")
 	b.ReportMetric(eventsRate, "events/s")
@@ -269,8 +273,8 @@ func benchE2E(b *testing.B, run int) {
 	fmt.Printf("FIGURES end-to-end run %d/%d: %d single-row updates in %d-row transactions, %s: written in %s (%.0f rows/s), plus %d rows on the bare table\n",
 		run, *flagE2ERuns, want, txn, pace, written.Sub(start).Round(10*time.Millisecond), float64(want)/written.Sub(start).Seconds(), bareRows)
 	fmt.Printf("FIGURES   master write rate (rows over time in their transactions): bare %.0f rows/s, with triggers %.0f rows/s, ratio %.2f\n", bareRate, modelRate, modelRate/bareRate)
-	fmt.Printf("FIGURES   consumer: %d events (lost %d, duplicated %d, redelivered %d), %.0f events/s; commit-to-consumer p50 %.1f ms, p99 %.1f ms, max %.1f ms\n",
-		len(lat), lost, got.duplicated, got.redelivered, eventsRate, p50, p99, maxLat)
+	fmt.Printf("FIGURES   consumer: %d events (lost %d, duplicated %d, redelivered %d), %.0f events/s; commit-to-consumer p50 %.1f ms, p99 %.1f ms, max %.1f ms (committed %.1f s into the run)\n",
+		len(lat), lost, got.duplicated, got.redelivered, eventsRate, p50, p99, maxLat, got.worstAt.Sub(start).Seconds())
 	fmt.Printf("FIGURES   CPU-seconds: master walsenders %.1f (%s), slave cluster %.1f, sidecar %.1f (user %.1f, system %.1f); sidecar peak RSS %.0f MiB\n",
 		sendersCPU.Seconds(), strings.Join(senderNames, ", "), slaveUsed.Seconds(),
 		time.Duration(ru.Utime.Nano()+ru.Stime.Nano()).Seconds(),
@@ -313,6 +317,8 @@ type e2eReceived struct {
 	latencies   []time.Duration // receipt minus committed_at, a stream message each
 	lastAt      time.Time       // the latest receipt
 	lastCommit  time.Time       // the latest committed_at
+	worst       time.Duration   // the longest latency
+	worstAt     time.Time       // and that event's committed_at
 	duplicated  int
 	redelivered int
 	others      int // events that are no update of the model
@@ -338,7 +344,11 @@ func (r *e2eReceived) record(m jetstream.Msg, ev event.Event, at time.Time) erro
 	if r.queueIDs[ev.QueueID] > 1 {
 		r.duplicated++
 	}
-	r.latencies = append(r.latencies, at.Sub(ev.CommittedAt))
+	d := at.Sub(ev.CommittedAt)
+	r.latencies = append(r.latencies, d)
+	if d > r.worst {
+		r.worst, r.worstAt = d, ev.CommittedAt
+	}
 	r.lastAt = at
 	if ev.CommittedAt.After(r.lastCommit) {
 		r.lastCommit = ev.CommittedAt

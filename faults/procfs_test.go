@@ -111,3 +111,24 @@ func clusterCPU(dataDir string) (time.Duration, error) {
 	}
 	return total, nil
 }
+
+// peakRSS is the peak resident set of process pid so far, VmHWM of
+// /proc/<pid>/status. Not the rusage of the exited child: Go starts a child
+// with vfork, and exec records the parent's peak as the child's starting
+// ru_maxrss, so that figure is never below the test process's own.
+func peakRSS(pid int) (bytes int64, err error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0, fmt.Errorf("read the status of process %d: %w", pid, err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kib, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("VmHWM of process %d: %q: %w", pid, v, err)
+			}
+			return kib * 1024, nil
+		}
+	}
+	return 0, fmt.Errorf("process %d: no VmHWM in its status", pid)
+}
