@@ -25,10 +25,10 @@ WITH_PG   = bindir=$$(scripts/ensure-postgres $(PG)) && export PGOUTPOST_PG_BIND
 SHELL       := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: help build test test-django lint fuzz bench bench-large demo image clean postgres faults
+.PHONY: help build test test-django lint fuzz bench bench-large bench-e2e demo image clean postgres faults
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## build a static binary into bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/pgoutpost
@@ -66,6 +66,11 @@ bench-large: ## one master transaction of LARGE_UNITS×2 delete entries: the sid
 	$(WITH_PG) $(GO) test -tags faults -count=1 -timeout 3h -run '^$$' -bench BenchmarkLargeTransaction -benchtime 1x ./faults/ \
 		-args -faults.large.units=$(or $(LARGE_UNITS),500000) $(if $(LARGE_TXN),-faults.large.txn=$(LARGE_TXN)) 2>&1 \
 		| grep -E 'FIGURES|Benchmark|large_test|ok|FAIL|panic'
+
+bench-e2e: ## master → slave → sidecar → NATS → consumer: write rates bare and with triggers, events/s, latency, CPU, RSS (ROWS=, TXN=, RATE= rows/s or full speed, RUNS=, BARE=)
+	$(WITH_PG) $(GO) test -tags faults -count=1 -timeout 3h -run '^$$' -bench BenchmarkEndToEnd -benchtime 1x ./faults/ \
+		-args -faults.e2e.rows=$(or $(ROWS),100000) -faults.e2e.rate=$(or $(RATE),0) -faults.e2e.runs=$(or $(RUNS),1) $(if $(TXN),-faults.e2e.txn=$(TXN)) $(if $(BARE),-faults.e2e.bare=$(BARE)) 2>&1 \
+		| grep -E 'FIGURES|Benchmark|e2e_test|^ok|FAIL|panic'
 
 demo: build ## build pgoutpost, start a throwaway master, slave and NATS and show what it does (cmd/pgoutpost-demo)
 	$(WITH_PG) $(GO) run ./cmd/pgoutpost-demo --pgoutpost $(BIN)
