@@ -1,7 +1,6 @@
 package replication
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgoutpost/pgoutpost/internal/pgtest"
 	"github.com/pgoutpost/pgoutpost/queue"
 	"github.com/pgoutpost/pgoutpost/registry"
@@ -93,10 +91,11 @@ func TestDuplicateKeyInInitialCopy(t *testing.T) {
 	}
 }
 
-// TestResync runs the non-destructive resync recipe: with the subscriptions
-// disabled, print-delete-sql and the master's data-only dump restored in one
-// transaction bring the slave's system tables back to the master's rows while
-// the slave's user rows that point at them survive.
+// TestResync runs the resync of a drifted slave that keeps its subscription
+// (docs/deploy.md): the synced tables leave the subscription while the queue
+// stays in it, print-delete-sql's script empties them past the write guard
+// while a user row keeps pointing at them, and the subscription takes them
+// back with an initial copy of the master's rows.
 func TestResync(t *testing.T) {
 	reg := testRegistry(map[string]registry.Kind{"gene": registry.KindSystem})
 	// unit -> cat: unit must be deleted first.
@@ -123,37 +122,23 @@ func TestResync(t *testing.T) {
 	if strings.Contains(sql, "report") || strings.Contains(sql, `"pgoutpost".`) {
 		t.Fatalf("delete SQL touches a user or queue table:\n%s", sql)
 	}
-	var major int
-	if err := p.mpool.QueryRow(ctx(t), "SELECT current_setting('server_version_num')::int / 10000").Scan(&major); err != nil {
+	for _, want := range []string{
+		"\nBEGIN;\nSET LOCAL session_replication_role = replica;",
+		"ALTER SUBSCRIPTION " + ident(p.names.Subs[0].Name) + ` SET PUBLICATION "pgoutpost_queue";`,
+		"GRANT SET ON PARAMETER session_replication_role",
+	} {
+		if !strings.Contains(sql, want) {
+			t.Errorf("delete SQL lacks %q:\n%s", want, sql)
+		}
+	}
+	if !strings.HasSuffix(sql, "\nCOMMIT;\n") {
+		t.Errorf("delete SQL does not end its transaction:\n%s", sql)
+	}
+	script := filepath.Join(t.TempDir(), "delete.sql")
+	if err := os.WriteFile(script, []byte(sql), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var dump []byte
-	if pgDump, err := FindPgDump(ctx(t), major); err == nil {
-		dumpCmd, err := DumpCommand(reg, p.master.ConnInfo(), DumpData, pgDump.Path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if dump, err = exec.Command("sh", "-c", dumpCmd).Output(); err != nil {
-			t.Fatalf("%s: %v", dumpCmd, err)
-		}
-		if !strings.Contains(string(dump), "COPY public.unit") || strings.Contains(string(dump), "public.report") {
-			t.Fatalf("the dump does not hold exactly the system tables:\n%s", dump)
-		}
-	} else {
-		// The npm builds of 16+ carry no pg_dump and Debian's is 15: the
-		// error must say which version is needed, and the rest of the recipe
-		// runs on the rows pg_dump --data-only would print.
-		if !errors.Is(err, ErrNoPgDump) || !strings.Contains(err.Error(), fmt.Sprintf("pg_dump %d or newer", major)) {
-			t.Fatalf("FindPgDump(%d) = %v, want ErrNoPgDump naming the version", major, err)
-		}
-		t.Logf("no pg_dump %d here (%v): the restore uses a COPY dump made by the test", major, err)
-		dump = copyDump(t, p.mpool, syncedTables(reg))
-	}
-	script := filepath.Join(t.TempDir(), "resync.sql")
-	if err := os.WriteFile(script, append([]byte(sql), dump...), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// The write guard stays: the resync transaction marks itself as pgoutpost's.
+	// The write guard stays: the script marks its transaction as pgoutpost's.
 	if _, err := queue.InstallGuard(ctx(t), p.spool, []registry.TableName{tn("cat"), tn("unit"), tn("gene")}, false); err != nil {
 		t.Fatal(err)
 	}
@@ -162,21 +147,56 @@ func TestResync(t *testing.T) {
 		t.Fatal("the write guard let an ordinary DELETE through")
 	}
 	for _, s := range p.names.Subs {
-		pgtest.Exec(t, p.slave.DSN, "ALTER SUBSCRIPTION "+ident(s.Name)+" DISABLE")
+		pgtest.Exec(t, p.slave.DSN, "ALTER SUBSCRIPTION "+ident(s.Name)+" SET PUBLICATION "+publicationList(s.NoCopy))
 	}
-	out, err := exec.Command("psql", "--single-transaction", "-v", "ON_ERROR_STOP=1", "-q", "-d", p.slave.ConnInfo(), "-f", script).CombinedOutput()
+	out, err := exec.Command("psql", "-X", "-v", "ON_ERROR_STOP=1", "-q", "-d", p.slave.ConnInfo(), "-f", script).CombinedOutput()
 	if err != nil {
 		t.Fatalf("psql: %v\n%s", err, out)
 	}
-	for _, s := range p.names.Subs {
-		pgtest.Exec(t, p.slave.DSN, "ALTER SUBSCRIPTION "+ident(s.Name)+" ENABLE")
+	waitValue(t, p.spool, "0", "SELECT count(*)::text FROM unit")
+	waitValue(t, p.spool, "200:1", "SELECT id || ':' || unit_id FROM report") // hanging until the copy
+	// subscription update --wait: the publications are set back, with a copy.
+	c := ctxT(t, 2*time.Minute)
+	res, err := UpdateSubscriptions(c, p.spool, p.names, p.master.ConnInfo())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 1 || res[0].Action != "publications set" {
+		t.Errorf("subscription update = %+v, want the publications set", res)
+	}
+	if err := WaitReady(c, p.spool, p.names, io.Discard, 100*time.Millisecond); err != nil {
+		t.Fatal(err)
 	}
 	waitValue(t, p.spool, "TP53", "SELECT string_agg(symbol, ',' ORDER BY symbol) FROM gene")
 	waitValue(t, p.spool, "one", "SELECT name FROM cat WHERE id = 1")
+	waitValue(t, p.spool, "u1,u2", "SELECT string_agg(name, ',' ORDER BY id) FROM unit")
 	waitValue(t, p.spool, "200:1", "SELECT id || ':' || unit_id FROM report")
 	// Replication goes on after the resync.
 	pgtest.Exec(t, p.master.DSN, "INSERT INTO cat VALUES (2, 'after resync')")
 	waitValue(t, p.spool, "after resync", "SELECT name FROM cat WHERE id = 2")
+
+	// The data-only dump names exactly the synced tables.
+	var major int
+	if err := p.mpool.QueryRow(ctx(t), "SELECT current_setting('server_version_num')::int / 10000").Scan(&major); err != nil {
+		t.Fatal(err)
+	}
+	if pgDump, err := FindPgDump(ctx(t), major); err == nil {
+		dumpCmd, err := DumpCommand(reg, p.master.ConnInfo(), DumpData, pgDump.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dump, err := exec.Command("sh", "-c", dumpCmd).Output()
+		if err != nil {
+			t.Fatalf("%s: %v", dumpCmd, err)
+		}
+		if !strings.Contains(string(dump), "COPY public.unit") || strings.Contains(string(dump), "public.report") {
+			t.Fatalf("the dump does not hold exactly the system tables:\n%s", dump)
+		}
+	} else if !errors.Is(err, ErrNoPgDump) || !strings.Contains(err.Error(), fmt.Sprintf("pg_dump %d or newer", major)) {
+		// The npm builds of 16+ carry no pg_dump and Debian's is 15: the
+		// error must say which version is needed.
+		t.Fatalf("FindPgDump(%d) = %v, want ErrNoPgDump naming the version", major, err)
+	}
 
 	schemaCmd, err := DumpCommand(reg, "postgres://app:pw@db.example:5432/prod", DumpSchema, "")
 	if err != nil {
@@ -186,26 +206,6 @@ func TestResync(t *testing.T) {
 	if !strings.HasPrefix(schemaCmd, want) || strings.Contains(schemaCmd, "pw") {
 		t.Errorf("schema dump command:\n%s\nwant prefix\n%s", schemaCmd, want)
 	}
-}
-
-// copyDump writes the rows of tables as pg_dump --data-only does: one COPY …
-// FROM stdin block per table.
-func copyDump(t *testing.T, pool *pgxpool.Pool, tables []*registry.Table) []byte {
-	t.Helper()
-	conn, err := pool.Acquire(ctx(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Release()
-	var b bytes.Buffer
-	for _, tb := range tables {
-		fmt.Fprintf(&b, "COPY %s FROM stdin;\n", tb.Name.Sanitize())
-		if _, err := conn.Conn().PgConn().CopyTo(ctx(t), &b, "COPY "+tb.Name.Sanitize()+" TO STDOUT"); err != nil {
-			t.Fatal(err)
-		}
-		b.WriteString("\\.\n")
-	}
-	return b.Bytes()
 }
 
 func TestStatus(t *testing.T) {

@@ -23,7 +23,7 @@ func syncedTables(reg *registry.Registry) []*registry.Table {
 
 // deleteOrder sorts tables so that every table comes before the tables its
 // foreign keys point at (children first). Tables in a cycle of foreign keys
-// come last, in name order; deferred constraints let one transaction delete
+// come last, in name order; the replica role lets one transaction delete
 // them in any order.
 func deleteOrder(tables []*registry.Table) (ordered []*registry.Table, cyclic []registry.TableName) {
 	in := map[registry.TableName]*registry.Table{}
@@ -75,44 +75,72 @@ func targets(t *registry.Table, in map[registry.TableName]*registry.Table) []reg
 	return out
 }
 
-// DeleteSQL returns the SQL that empties every synced table of a slave,
-// children before the tables they reference, for the non-destructive resync:
-// run it in the same transaction as the restore of the master's data-only
-// dump (psql --single-transaction), so that the slave's user rows that point
-// at system rows find them again when the deferred foreign keys are checked at
-// COMMIT. It uses DELETE, not TRUNCATE: TRUNCATE refuses any table a user
-// table references.
+// DeleteSQL returns a script that empties every synced table of a slave in
+// one transaction, children before the tables they reference, and leaves the
+// slave's user rows in place: the subscription's initial copy refills the
+// tables, and resync-fks resolves the user rows whose row the master does not
+// have. It runs as it is (psql -f); see docs/deploy.md for the recipes.
+//
+// session_replication_role = replica is what lets the DELETEs pass the user
+// tables' foreign keys: their checks are triggers, which do not fire in that
+// role. Deferring the constraints instead does not work here: a deferrable
+// foreign key (Django's) is checked at COMMIT, before the copy has brought
+// any row back, and a plain one fails at the DELETE. It uses DELETE, not
+// TRUNCATE, which refuses a table that user tables reference.
 func DeleteSQL(reg *registry.Registry, names Names) string {
 	tables, cyclic := deleteOrder(syncedTables(reg))
 	var b strings.Builder
-	fmt.Fprintf(&b, "-- pgoutpost print-delete-sql: empties the %d synced tables of this slave, children first.\n", len(tables))
-	b.WriteString("-- WARNING: row filters are NOT honoured: this deletes every row, including rows a row\n" +
-		"-- filter kept from the master (the restore brings back only the rows the filter passes).\n" +
-		"-- Before running it:\n")
+	fmt.Fprintf(&b, "-- pgoutpost print-delete-sql: empties the %d synced tables of this slave in one transaction,\n", len(tables))
+	b.WriteString("-- children first, and leaves the user rows that point at them in place (hanging until the\n" +
+		"-- subscription's initial copy brings their rows back). Run it as it is:\n" +
+		"--   psql -v ON_ERROR_STOP=1 -f this-file.sql \"$SLAVE_DSN\"\n" +
+		"-- then let the copy refill the tables (pgoutpost subscription create / update --wait) and run\n" +
+		"-- pgoutpost resync-fks for the user rows whose row the master does not have.\n" +
+		"-- Until the copy is ready, readers on this slave see these tables empty.\n" +
+		"-- WARNING: row filters are NOT honoured: this deletes every row, including rows a row\n" +
+		"-- filter kept from the master (the copy brings back only the rows the filter passes).\n")
+	var keep []string
 	for _, s := range names.Subscriptions() {
 		if len(s.Publications) > len(s.NoCopy) {
-			fmt.Fprintf(&b, "--   ALTER SUBSCRIPTION %s DISABLE;\n", ident(s.Name))
+			keep = append(keep, s.Name)
 		}
 	}
-	b.WriteString("-- Run it in ONE transaction together with the master's data-only dump\n" +
-		"-- (pgoutpost print-dump-system-tables --data-only), e.g. with psql --single-transaction:\n" +
-		"-- user rows that reference these tables must find their rows again at COMMIT, when\n" +
-		"-- deferred foreign keys are checked; a non-deferrable foreign key from a user table\n" +
-		"-- makes the DELETE fail at once.\n")
+	if len(keep) > 0 {
+		b.WriteString("-- A slave whose subscription already carries these tables takes them out of it first,\n" +
+			"-- or the subscription keeps applying to them and never copies them again:\n")
+		for _, s := range names.Subscriptions() {
+			if len(s.Publications) == len(s.NoCopy) {
+				continue
+			}
+			if len(s.NoCopy) == 0 {
+				b.WriteString("--   pgoutpost subscription drop   (queue entries written until it is back are lost)\n")
+				break
+			}
+			fmt.Fprintf(&b, "--   ALTER SUBSCRIPTION %s SET PUBLICATION %s;\n", ident(s.Name), publicationList(s.NoCopy))
+		}
+		b.WriteString("-- and pgoutpost subscription update --wait afterwards adds them back with a copy.\n")
+	}
+	b.WriteString("-- The replica role needs a superuser, or on PostgreSQL 15 and newer:\n" +
+		"--   GRANT SET ON PARAMETER session_replication_role TO <role>;\n" +
+		"-- (and DELETE on these tables). Deferred constraints are no substitute: a deferrable\n" +
+		"-- foreign key (Django's are DEFERRABLE INITIALLY DEFERRED) is checked at COMMIT, before the\n" +
+		"-- copy brings any row back, and a plain foreign key fails at the DELETE itself.\n")
 	if len(cyclic) > 0 {
 		names := make([]string, len(cyclic))
 		for i, c := range cyclic {
 			names[i] = c.String()
 		}
-		fmt.Fprintf(&b, "-- These tables reference each other in a cycle; their foreign keys must be deferrable: %s\n", strings.Join(names, ", "))
+		fmt.Fprintf(&b, "-- These tables reference each other in a cycle (no order matters under the replica role): %s\n", strings.Join(names, ", "))
 	}
-	b.WriteString("SET CONSTRAINTS ALL DEFERRED;\n")
-	// The slave write guard lets pgoutpost's own transactions through; this
-	// one (and the restore after it in the same transaction) is one of them.
+	b.WriteString("BEGIN;\n")
+	b.WriteString("SET LOCAL session_replication_role = replica; -- user rows' foreign keys do not block the DELETEs\n")
+	// The slave write guard lets pgoutpost's own transactions through; the
+	// replica role already silences it, unless it was enabled ALWAYS.
 	b.WriteString("SELECT pg_catalog.set_config(" + quoteSQLString(registry.CascadeSetting) + ", 'on', true); -- past the write guard, for this transaction only\n")
 	for _, t := range tables {
 		fmt.Fprintf(&b, "DELETE FROM %s;\n", t.Name.Sanitize())
 	}
+	b.WriteString("COMMIT;\n")
 	return b.String()
 }
 
@@ -122,7 +150,7 @@ type DumpMode string
 // Dump modes.
 const (
 	DumpAll    DumpMode = ""            // schema and data
-	DumpData   DumpMode = "data-only"   // rows only, for the resync
+	DumpData   DumpMode = "data-only"   // rows only
 	DumpSchema DumpMode = "schema-only" // table definitions only, for a new slave
 )
 

@@ -669,7 +669,8 @@ func syncReason(ctx context.Context, q querier, t registry.TableName) (hasRows b
 	var has bool
 	if err := q.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+t.Sanitize()+")").Scan(&has); err == nil && has {
 		return true, "the slave's table already holds rows, so the initial copy most likely fails on a duplicate key; " +
-			"empty it (see `pgoutpost print-delete-sql`) or delete the rows the master also has, then run `subscription update --wait` again " +
+			"`pgoutpost subscription drop` then `subscription create --join` merges the master's rows into the slave's instead of copying; " +
+			"or empty the synced tables (docs/deploy.md, the seed's recipe) and run `subscription update --wait` again " +
 			"(the tablesync worker's exact error is in the slave's server log)"
 	}
 	return false, "the tablesync worker errored; its error is in the slave's server log (common causes: a missing or different column on the slave, a row the slave's constraints reject, too few max_sync_workers_per_subscription or connections on the master)"

@@ -10,7 +10,7 @@ import (
 
 var printDeleteSQLCommand = command{
 	name:    "print-delete-sql",
-	summary: "print SQL that empties the synced tables of a slave, children first (resync)",
+	summary: "print the script that empties the synced tables of a slave, keeping user rows (resync)",
 	run:     runPrintDeleteSQL,
 }
 
@@ -24,12 +24,15 @@ func runPrintDeleteSQL(ctx context.Context, e *env, args []string) error {
 	var g globalFlags
 	fs := newFlagSet(e, "print-delete-sql", `print-delete-sql
 
-Prints SQL that empties the synced tables of this slave, referencing tables
-first, past the write guard. It is the first half of a resync: run it in ONE
-transaction with the restore of print-dump-system-tables --data-only (e.g.
-psql --single-transaction), so that user rows referencing these tables find
-their rows again when deferred foreign keys are checked at COMMIT. It
-executes nothing itself.`, &g)
+Prints a script that empties the synced tables of this slave in one
+transaction, referencing tables first, past the write guard and with
+session_replication_role = replica, so that the user rows pointing at them
+stay (hanging until the subscription's initial copy brings their rows back).
+Run it as it is (psql -v ON_ERROR_STOP=1 -f), then subscription create or
+update --wait, then resync-fks for the user rows whose row the master does
+not have; docs/deploy.md has the recipes. The replica role needs a superuser,
+or on PostgreSQL 15 and newer GRANT SET ON PARAMETER
+session_replication_role. It executes nothing itself.`, &g)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -52,8 +55,8 @@ func runPrintDump(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "print-dump-system-tables", `print-dump-system-tables [--data-only | --schema-only]
 
 Prints the pg_dump command that dumps exactly the master's synced tables:
---schema-only for a new slave, --data-only for a resync (after
-print-delete-sql). On a slave it connects to the master through master: or
+--schema-only for a new slave, --data-only for the rows alone (a slave's
+resync takes its rows from the subscription's copy, not from a dump). On a slave it connects to the master through master: or
 the conninfo flags. The password is never part of the command; pg_dump reads
 it from PGPASSWORD or ~/.pgpass.
 
@@ -61,7 +64,7 @@ pg_dump refuses a server of a newer major version than its own: the command
 names a pg_dump at least as new as the master (the PATH's, else one installed
 beside other versions, such as /usr/lib/postgresql/17/bin/pg_dump), or says
 which version is needed when this machine has none.`, &g)
-	dataOnly := fs.Bool("data-only", false, "dump rows only (the resync: restore after print-delete-sql)")
+	dataOnly := fs.Bool("data-only", false, "dump rows only")
 	schemaOnly := fs.Bool("schema-only", false, "dump table definitions only (a new slave)")
 	mf.register(fs)
 	if err := parse(fs, args); err != nil {
