@@ -42,17 +42,8 @@ func JoinSubscription(ctx context.Context, db DB, names Names, conninfo string) 
 // slave's tables are already as of that slot's snapshot, and it streams the
 // master's commits from there.
 func CreateOnSlot(ctx context.Context, db DB, s SubscriptionSpec, conninfo string) error {
-	err := withConn(ctx, db, func(q querier) error {
-		var stmt string
-		err := q.QueryRow(ctx, "SELECT format('CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION ', $1::text, $2::text)",
-			s.Name, conninfo).Scan(&stmt)
-		if err != nil {
-			return err
-		}
-		stmt += publicationList(s.Publications) + " WITH (create_slot = false, slot_name = " + quoteSQLString(s.Name) +
-			", copy_data = false, synchronous_commit = " + s.synchronousCommit() + ")"
-		return quietly(ctx, q, stmt, conninfo)
-	})
+	err := createStatement(ctx, db, s.Name, conninfo, s.Publications, "create_slot = false, slot_name = "+quoteSQLString(s.Name)+
+		", copy_data = false, synchronous_commit = "+s.synchronousCommit())
 	if errors.Is(err, ErrLogWouldShowPassword) {
 		return fmt.Errorf("create subscription %s: %w", s.Name, err)
 	}

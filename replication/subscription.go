@@ -157,22 +157,11 @@ func createSubscription(ctx context.Context, db DB, s SubscriptionSpec, conninfo
 	if len(first) == 0 {
 		first, rest, copyFirst = rest, nil, false
 	}
-	err := withConn(ctx, db, func(q querier) error {
-		// CREATE SUBSCRIPTION takes no parameters: let the server quote the
-		// conninfo, which then exists only inside this statement.
-		var stmt string
-		err := q.QueryRow(ctx, "SELECT format('CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION ', $1::text, $2::text)",
-			s.Name, conninfo).Scan(&stmt)
-		if err != nil {
-			return err
-		}
-		stmt += publicationList(first) + " WITH (copy_data = " + fmt.Sprint(copyFirst) +
-			", synchronous_commit = " + s.synchronousCommit()
-		if s.Failover {
-			stmt += ", failover = true"
-		}
-		return quietly(ctx, q, stmt+")", conninfo)
-	})
+	options := "copy_data = " + fmt.Sprint(copyFirst) + ", synchronous_commit = " + s.synchronousCommit()
+	if s.Failover {
+		options += ", failover = true"
+	}
+	err := createStatement(ctx, db, s.Name, conninfo, first, options)
 	if errors.Is(err, ErrLogWouldShowPassword) { // nothing was sent; its text holds no conninfo
 		return fmt.Errorf("create subscription %s: %w", s.Name, err)
 	}
@@ -190,6 +179,21 @@ func createSubscription(ctx context.Context, db DB, s SubscriptionSpec, conninfo
 		return fmt.Errorf("%w (the subscription was dropped again: nothing changed)", err)
 	}
 	return nil
+}
+
+// createStatement runs CREATE SUBSCRIPTION name over pubs WITH (options),
+// quietly. CREATE SUBSCRIPTION takes no parameters: the server quotes the
+// conninfo, which then exists only inside this statement.
+func createStatement(ctx context.Context, db DB, name, conninfo string, pubs []string, options string) error {
+	return withConn(ctx, db, func(q querier) error {
+		var stmt string
+		err := q.QueryRow(ctx, "SELECT format('CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION ', $1::text, $2::text)",
+			name, conninfo).Scan(&stmt)
+		if err != nil {
+			return err
+		}
+		return quietly(ctx, q, stmt+publicationList(pubs)+" WITH ("+options+")", conninfo)
+	})
 }
 
 // quietly runs stmt, which holds conninfo, with the server's statement

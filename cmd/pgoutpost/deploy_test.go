@@ -22,6 +22,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/pgoutpost/pgoutpost/config"
+	"github.com/pgoutpost/pgoutpost/internal/promtest"
 	"github.com/pgoutpost/pgoutpost/registry"
 	"github.com/pgoutpost/pgoutpost/sidecar"
 )
@@ -558,44 +559,15 @@ func TestGrafanaDashboard(t *testing.T) {
 }
 
 // sidecarMetrics returns the names of the metrics sidecar.NewMetrics
-// registers, read from their descriptions (a fresh registry would gather
-// only the series that have values).
+// registers.
 func sidecarMetrics(t *testing.T) []string {
 	t.Helper()
-	rec := &describer{}
-	if _, err := sidecar.NewMetrics(rec); err != nil {
-		t.Fatal(err)
+	names, err := promtest.Names(func(r prometheus.Registerer) error { _, err := sidecar.NewMetrics(r); return err })
+	if err != nil || len(names) == 0 {
+		t.Fatalf("sidecar.NewMetrics registered %v: %v", names, err)
 	}
-	if len(rec.names) == 0 {
-		t.Fatal("sidecar.NewMetrics registered nothing")
-	}
-	return rec.names
+	return names
 }
-
-// describer is a prometheus.Registerer that records the names of what is
-// registered on it.
-type describer struct{ names []string }
-
-var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
-
-func (d *describer) Register(c prometheus.Collector) error {
-	ch := make(chan *prometheus.Desc)
-	go func() { c.Describe(ch); close(ch) }()
-	for desc := range ch {
-		if m := fqName.FindStringSubmatch(desc.String()); m != nil {
-			d.names = append(d.names, m[1])
-		}
-	}
-	return nil
-}
-
-func (d *describer) MustRegister(cs ...prometheus.Collector) {
-	for _, c := range cs {
-		_ = d.Register(c)
-	}
-}
-
-func (d *describer) Unregister(prometheus.Collector) bool { return false }
 
 // TestDockerfile checks what the image promises without a Docker engine: a
 // static build, a non-root user, no HEALTHCHECK, and a default command that

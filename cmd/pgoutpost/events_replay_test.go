@@ -19,19 +19,7 @@ import (
 // of the row's last change (the slave tracks commit timestamps, and its apply
 // worker records the master's).
 func TestEventsReplay(t *testing.T) {
-	master := pgtest.NewDB(t, pgtest.Master(t))
-	slave := pgtest.NewDB(t, pgtest.Slave(t))
-	pgtest.Exec(t, master.DSN, runSchema)
-	pgtest.Exec(t, slave.DSN, runSchema)
-	env := strings.ReplaceAll(slave.Name, "_", "-")
-	mcfg := writeRunConfig(t, "prod", "master", master.DSN, "", slave.Name)
-	scfg := writeRunConfig(t, env, "slave", slave.DSN, master.ConnInfo(), slave.Name)
-	mustRun(t, "queue", "install", "--config", mcfg)
-	mustRun(t, "queue", "install", "--config", scfg)
-	mustRun(t, "publication", "create", "--config", mcfg)
-	mustRun(t, "publication", "update", "--config", mcfg)
-	mustRun(t, "subscription", "create", "--config", scfg)
-	mustRun(t, "subscription", "update", "--wait", "--timeout", "2m", "--config", scfg)
+	master, slave, scfg, env := runPair(t)
 
 	pgtest.Exec(t, master.DSN, "INSERT INTO outcome VALUES (1, 'one'), (2, 'two'), (3, 'three')")
 	pgtest.Exec(t, master.DSN, "UPDATE outcome SET name = 'TWO' WHERE id = 2")

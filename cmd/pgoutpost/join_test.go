@@ -12,10 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/pgoutpost/pgoutpost/config"
 	"github.com/pgoutpost/pgoutpost/internal/pgtest"
-	"github.com/pgoutpost/pgoutpost/queue"
-	"github.com/pgoutpost/pgoutpost/registry"
 )
 
 // joinUnits is how many units both environments hold before the join.
@@ -30,24 +27,21 @@ const joinUnits = 100000
 // slave's synced tables end equal to the master's, and the subscription
 // streams.
 func TestSubscriptionJoin(t *testing.T) {
-	master := pgtest.NewDB(t, pgtest.Master(t))
-	slave := pgtest.NewDB(t, pgtest.Slave(t))
-	pgtest.LoadDjangoSchema(t, master)
-	pgtest.LoadDjangoSchema(t, slave)
 	common := fmt.Sprintf(`
 		INSERT INTO django_content_type VALUES (1, 'catalog', 'unit'), (2, 'userapp', 'report');
 		INSERT INTO catalog_artist VALUES (1, 'a1');
 		INSERT INTO catalog_unit SELECT i, 'u' || i, 1 FROM generate_series(1, %d) AS i WHERE i NOT IN (5, 6);`, joinUnits)
-	pgtest.Exec(t, master.DSN, `
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	// The slave's own copy: category 1 differs, units 5 and 6 are missing,
+	// 7 differs, 900001 and 900002 are extra, so are marker 2, outcome 3
+	// and content type 3; its user rows point at all kinds.
+	master, slave, _, _ := djangoPair(t, ctx, `
 		INSERT INTO catalog_category VALUES (1, 'visible'), (-1, 'filtered out');`+common+`
 		INSERT INTO catalog_unit VALUES (5, 'u5', 1), (6, 'u6', 1);
 		UPDATE catalog_unit SET name = 'renamed' WHERE id = 7;
 		INSERT INTO catalog_marker VALUES (1, 'm1', 1);
-		INSERT INTO catalog_outcome VALUES (1, 'o1'), (2, 'o2')`)
-	// The slave's own copy: category 1 differs, units 5 and 6 are missing,
-	// 7 differs, 900001 and 900002 are extra, so are marker 2, outcome 3
-	// and content type 3; its user rows point at all kinds.
-	pgtest.Exec(t, slave.DSN, `
+		INSERT INTO catalog_outcome VALUES (1, 'o1'), (2, 'o2')`, `
 		INSERT INTO catalog_category VALUES (1, 'old name');`+common+`
 		INSERT INTO catalog_unit VALUES (900001, 'extra', 1), (900002, 'extra', 1);
 		INSERT INTO django_content_type VALUES (3, 'catalog', 'gone');
@@ -56,33 +50,8 @@ func TestSubscriptionJoin(t *testing.T) {
 		INSERT INTO userapp_report VALUES (1, 'kept', 1, 1, 1), (2, 'outcome gone', NULL, 3, 1), (3, 'unit gone', NULL, NULL, 900001),
 			(4, 'protects marker 2', 2, NULL, 1);
 		INSERT INTO userapp_comment VALUES (1, 'on an extra unit', NULL, 900002), (2, 'kept', NULL, 8)`)
-
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	cfg, err := config.Load(exampleConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
 	mpool, spool := pgtest.Pool(t, master.DSN), pgtest.Pool(t, slave.DSN)
-	reg, err := registry.Load(ctx, mpool, cfg.RegistrySpec())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := queue.Install(ctx, mpool, queue.InstallOptions{Role: registry.RoleMaster, Registry: reg}, false); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := queue.Install(ctx, spool, queue.InstallOptions{Role: registry.RoleSlave}, false); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("PGOUTPOST_ROLE", "master")
-	t.Setenv("PGOUTPOST_DATABASE_DSN", master.DSN)
-	mustRun(t, "publication", "create", "--config", exampleConfig)
-	mustRun(t, "publication", "update", "--config", exampleConfig)
 	env := strings.ReplaceAll(slave.Name, "_", "-")
-	t.Setenv("PGOUTPOST_ROLE", "slave")
-	t.Setenv("PGOUTPOST_ENVIRONMENT", env)
-	t.Setenv("PGOUTPOST_DATABASE_DSN", slave.DSN)
-	t.Setenv("PGOUTPOST_MASTER_DSN", master.ConnInfo())
 	t.Cleanup(func() { runCLI(t, "subscription", "drop", "--config", exampleConfig) })
 
 	slots := func() int {

@@ -19,40 +19,16 @@ const exampleConfig = "../../sidecar.yaml"
 // TestDjangoReplication deploys the example configuration on the reference
 // Django schema, master then slave, as docs/deploy.md says.
 func TestDjangoReplication(t *testing.T) {
-	master := pgtest.NewDB(t, pgtest.Master(t))
-	slave := pgtest.NewDB(t, pgtest.Slave(t))
-	pgtest.LoadDjangoSchema(t, master)
-	pgtest.LoadDjangoSchema(t, slave)
-	pgtest.Exec(t, master.DSN, `
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	master, slave, _, plan := djangoPair(t, ctx, `
 		INSERT INTO django_content_type VALUES (1, 'catalog', 'unit'), (2, 'userapp', 'report');
 		INSERT INTO auth_permission VALUES (1, 'Can add unit', 1, 'add_unit');
 		INSERT INTO catalog_category VALUES (1, 'visible'), (-1, 'filtered out');
 		INSERT INTO catalog_unit VALUES (1, 'u1', 1), (2, 'u2', 1);
 		INSERT INTO catalog_marker VALUES (1, 'm1', 1);
-		INSERT INTO catalog_artist VALUES (1, 'a1')`)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-
-	cfg, err := config.Load(exampleConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mpool, spool := pgtest.Pool(t, master.DSN), pgtest.Pool(t, slave.DSN)
-	reg, err := registry.Load(ctx, mpool, cfg.RegistrySpec())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := queue.Install(ctx, mpool, queue.InstallOptions{Role: registry.RoleMaster, Registry: reg}, false); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := queue.Install(ctx, spool, queue.InstallOptions{Role: registry.RoleSlave}, false); err != nil {
-		t.Fatal(err)
-	}
-
-	t.Setenv("PGOUTPOST_ROLE", "master")
-	t.Setenv("PGOUTPOST_DATABASE_DSN", master.DSN)
-	mustRun(t, "publication", "create", "--config", exampleConfig)
-	plan := mustRun(t, "publication", "update", "--config", exampleConfig)
+		INSERT INTO catalog_artist VALUES (1, 'a1')`, "")
+	spool := pgtest.Pool(t, slave.DSN)
 	for _, want := range []string{
 		"publication pgoutpost_system: add public.catalog_category (id, name) WHERE (id > 0)",
 		"publication pgoutpost_delete: add public.django_content_type", // promoted: a user table points at it
@@ -64,14 +40,13 @@ func TestDjangoReplication(t *testing.T) {
 			t.Errorf("publication update output lacks %q:\n%s", want, plan)
 		}
 	}
+	t.Setenv("PGOUTPOST_ROLE", "master")
+	t.Setenv("PGOUTPOST_DATABASE_DSN", master.DSN)
 	if out := mustRun(t, "publication", "update", "--dry-run", "--config", exampleConfig); !strings.Contains(out, "no changes") {
 		t.Errorf("second plan:\n%s", out)
 	}
 
-	t.Setenv("PGOUTPOST_ROLE", "slave")
-	t.Setenv("PGOUTPOST_ENVIRONMENT", strings.ReplaceAll(slave.Name, "_", "-"))
-	t.Setenv("PGOUTPOST_DATABASE_DSN", slave.DSN)
-	t.Setenv("PGOUTPOST_MASTER_DSN", master.ConnInfo())
+	slaveEnv(t, master, slave)
 	mustRun(t, "subscription", "create", "--config", exampleConfig)
 	mustRun(t, "subscription", "update", "--wait", "--timeout", "2m", "--config", exampleConfig)
 
@@ -106,4 +81,52 @@ func TestDjangoReplication(t *testing.T) {
 		pos("auth_permission") < pos("django_content_type") && pos("catalog_marker") >= 0) || strings.Contains(del, "userapp_") {
 		t.Errorf("print-delete-sql order:\n%s", del)
 	}
+}
+
+// djangoPair makes a master and a slave database of the reference Django
+// schema, runs masterSQL and slaveSQL on them, installs the queue on both,
+// creates and fills the master's publications from the example configuration
+// and leaves the PGOUTPOST_* variables pointing the commands at the slave. It
+// returns the master's registry and publication update's output.
+func djangoPair(t *testing.T, ctx context.Context, masterSQL, slaveSQL string) (master, slave *pgtest.DB, reg *registry.Registry, plan string) {
+	t.Helper()
+	master = pgtest.NewDB(t, pgtest.Master(t))
+	slave = pgtest.NewDB(t, pgtest.Slave(t))
+	pgtest.LoadDjangoSchema(t, master)
+	pgtest.LoadDjangoSchema(t, slave)
+	if masterSQL != "" {
+		pgtest.Exec(t, master.DSN, masterSQL)
+	}
+	if slaveSQL != "" {
+		pgtest.Exec(t, slave.DSN, slaveSQL)
+	}
+	cfg, err := config.Load(exampleConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mpool, spool := pgtest.Pool(t, master.DSN), pgtest.Pool(t, slave.DSN)
+	if reg, err = registry.Load(ctx, mpool, cfg.RegistrySpec()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := queue.Install(ctx, mpool, queue.InstallOptions{Role: registry.RoleMaster, Registry: reg}, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := queue.Install(ctx, spool, queue.InstallOptions{Role: registry.RoleSlave}, false); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PGOUTPOST_ROLE", "master")
+	t.Setenv("PGOUTPOST_DATABASE_DSN", master.DSN)
+	mustRun(t, "publication", "create", "--config", exampleConfig)
+	plan = mustRun(t, "publication", "update", "--config", exampleConfig)
+	slaveEnv(t, master, slave)
+	return master, slave, reg, plan
+}
+
+// slaveEnv points the commands' configuration at slave, with master as its
+// master.
+func slaveEnv(t *testing.T, master, slave *pgtest.DB) {
+	t.Setenv("PGOUTPOST_ROLE", "slave")
+	t.Setenv("PGOUTPOST_ENVIRONMENT", strings.ReplaceAll(slave.Name, "_", "-"))
+	t.Setenv("PGOUTPOST_DATABASE_DSN", slave.DSN)
+	t.Setenv("PGOUTPOST_MASTER_DSN", master.ConnInfo())
 }

@@ -11,9 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/pgoutpost/pgoutpost/config"
 	"github.com/pgoutpost/pgoutpost/internal/pgtest"
-	"github.com/pgoutpost/pgoutpost/queue"
 	"github.com/pgoutpost/pgoutpost/registry"
 )
 
@@ -58,39 +56,10 @@ INSERT INTO userapp_taggeditem (id, object_id, label, content_type_id) VALUES (1
 // the master's, user rows pointing at rows the master has are kept, resync-fks
 // resolves the others by their rule, and the subscription streams.
 func TestResyncRecipes(t *testing.T) {
-	master := pgtest.NewDB(t, pgtest.Master(t))
-	slave := pgtest.NewDB(t, pgtest.Slave(t))
-	pgtest.LoadDjangoSchema(t, master)
-	pgtest.LoadDjangoSchema(t, slave)
-	pgtest.Exec(t, master.DSN, recipeMaster)
-	pgtest.Exec(t, slave.DSN, recipeSlave)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-
-	cfg, err := config.Load(exampleConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
+	master, slave, reg, _ := djangoPair(t, ctx, recipeMaster, recipeSlave)
 	mpool, spool := pgtest.Pool(t, master.DSN), pgtest.Pool(t, slave.DSN)
-	reg, err := registry.Load(ctx, mpool, cfg.RegistrySpec())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := queue.Install(ctx, mpool, queue.InstallOptions{Role: registry.RoleMaster, Registry: reg}, false); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := queue.Install(ctx, spool, queue.InstallOptions{Role: registry.RoleSlave}, false); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("PGOUTPOST_ROLE", "master")
-	t.Setenv("PGOUTPOST_DATABASE_DSN", master.DSN)
-	mustRun(t, "publication", "create", "--config", exampleConfig)
-	mustRun(t, "publication", "update", "--config", exampleConfig)
-
-	t.Setenv("PGOUTPOST_ROLE", "slave")
-	t.Setenv("PGOUTPOST_ENVIRONMENT", strings.ReplaceAll(slave.Name, "_", "-"))
-	t.Setenv("PGOUTPOST_DATABASE_DSN", slave.DSN)
-	t.Setenv("PGOUTPOST_MASTER_DSN", master.ConnInfo())
 	sub := "pgoutpost_" + slave.Name
 	t.Cleanup(func() {
 		if code, out, errs := runCLI(t, "subscription", "drop", "--config", exampleConfig); code != exitOK {

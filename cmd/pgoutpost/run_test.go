@@ -82,20 +82,29 @@ func TestRunRefusesBadInvocations(t *testing.T) {
 	}
 }
 
-func TestRunPropagates(t *testing.T) {
-	master := pgtest.NewDB(t, pgtest.Master(t))
-	slave := pgtest.NewDB(t, pgtest.Slave(t))
+// runPair makes a master and a slave of runSchema, set up with the
+// commands as docs/deploy.md says up to the slave's subscription, ready; it
+// returns them with the slave's configuration and its environment.
+func runPair(t *testing.T) (master, slave *pgtest.DB, scfg, env string) {
+	t.Helper()
+	master = pgtest.NewDB(t, pgtest.Master(t))
+	slave = pgtest.NewDB(t, pgtest.Slave(t))
 	pgtest.Exec(t, master.DSN, runSchema)
 	pgtest.Exec(t, slave.DSN, runSchema)
-	env := strings.ReplaceAll(slave.Name, "_", "-")
+	env = strings.ReplaceAll(slave.Name, "_", "-")
 	mcfg := writeRunConfig(t, "prod", "master", master.DSN, "", slave.Name)
-	scfg := writeRunConfig(t, env, "slave", slave.DSN, master.ConnInfo(), slave.Name)
+	scfg = writeRunConfig(t, env, "slave", slave.DSN, master.ConnInfo(), slave.Name)
 	mustRun(t, "queue", "install", "--config", mcfg)
 	mustRun(t, "queue", "install", "--config", scfg)
 	mustRun(t, "publication", "create", "--config", mcfg)
 	mustRun(t, "publication", "update", "--config", mcfg)
 	mustRun(t, "subscription", "create", "--config", scfg)
 	mustRun(t, "subscription", "update", "--wait", "--timeout", "2m", "--config", scfg)
+	return master, slave, scfg, env
+}
+
+func TestRunPropagates(t *testing.T) {
+	master, slave, scfg, _ := runPair(t)
 
 	pgtest.Exec(t, master.DSN, "INSERT INTO unit VALUES (1, 'one'), (2, 'two')")
 	spool := pgtest.Pool(t, slave.DSN)

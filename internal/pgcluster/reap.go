@@ -179,6 +179,11 @@ func reapOne(ctx context.Context, dir string) error {
 		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		out, err := c.command(sctx, "pg_ctl", "-D", c.DataDir, "-m", "immediate", "-w", "stop").CombinedOutput()
 		cancel()
+		// pg_ctl returns once the pid file is gone; the postmaster may take
+		// a moment more to exit.
+		for deadline := time.Now().Add(10 * time.Second); err == nil && serves(pid, c.DataDir) && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
 		if serves(pid, c.DataDir) {
 			return fmt.Errorf("stop server pid %d: %v\n%s", pid, err, out)
 		}
