@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
@@ -29,9 +31,19 @@ type Options struct {
 	// nothing: the report says what a join would do (and a PROTECT that
 	// would stop it).
 	DryRun bool
-	// Progress, when set, is called after each table is read and merged
-	// into its temporary copy, with the counts so far.
-	Progress func(TableCount)
+	// Progress, when set, is called after each table is read into its
+	// temporary copy and updated.
+	Progress func(Progress)
+}
+
+// Progress is how far a merge is.
+type Progress struct {
+	Table TableCount // the table just read
+	Read  int64      // rows read from the master so far
+	// Estimated is the master's estimate of all the rows to read
+	// (pg_class.reltuples: about, not exact).
+	Estimated int64
+	Elapsed   time.Duration
 }
 
 // TableCount is what a merge did to one synced table.
@@ -135,6 +147,11 @@ func merge(ctx context.Context, slave Beginner, master *pgconn.PgConn, reg *regi
 	}
 	simple := pgx.QueryExecModeSimpleProtocol
 	rep := &Report{}
+	estimated, err := estimate(ctx, master, tables)
+	if err != nil {
+		return rep, err
+	}
+	start, read := time.Now(), int64(0)
 	copies := make([]string, len(tables))
 	for i, t := range tables {
 		c := TableCount{Table: t.Name}
@@ -146,8 +163,9 @@ func merge(ctx context.Context, slave Beginner, master *pgconn.PgConn, reg *regi
 			return rep, err
 		}
 		rep.Tables = append(rep.Tables, c)
+		read += c.Master
 		if opts.Progress != nil {
-			opts.Progress(c)
+			opts.Progress(Progress{Table: c, Read: read, Estimated: max(estimated, read), Elapsed: time.Since(start)})
 		}
 	}
 
@@ -194,6 +212,27 @@ SELECT $1, pg_catalog.to_jsonb(k), 'delete', `+queue.OutboxXid+` FROM `+rep.Casc
 		return rep, fmt.Errorf("join: commit the merge: %w", cascade.TranslateError(err))
 	}
 	return rep, nil
+}
+
+// estimate is the master's estimate of the rows of tables.
+func estimate(ctx context.Context, master *pgconn.PgConn, tables []*registry.Table) (int64, error) {
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = quoteLiteral(t.Name.Sanitize())
+	}
+	res := master.ExecParams(ctx, "SELECT coalesce(sum(greatest(reltuples, 0)), 0)::bigint::text FROM pg_catalog.pg_class WHERE oid = ANY(ARRAY["+
+		strings.Join(names, ", ")+"]::regclass[])", nil, nil, nil, nil).Read()
+	if res.Err != nil {
+		return 0, fmt.Errorf("join: estimate the master's rows: %w", res.Err)
+	}
+	if len(res.Rows) != 1 {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(string(res.Rows[0][0]), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("join: estimate the master's rows: %w", err)
+	}
+	return n, nil
 }
 
 // load copies the master's rows of t into a new temporary table named copy,

@@ -76,7 +76,7 @@ func pubSnapshot(t *testing.T, dsn string) string {
 	return s
 }
 
-func mustRun(t *testing.T, args ...string) string {
+func mustRun(t testing.TB, args ...string) string {
 	t.Helper()
 	code, out, errs := runCLI(t, args...)
 	if code != exitOK {

@@ -88,7 +88,7 @@ func TestDjangoReplication(t *testing.T) {
 // creates and fills the master's publications from the example configuration
 // and leaves the PGOUTPOST_* variables pointing the commands at the slave. It
 // returns the master's registry and publication update's output.
-func djangoPair(t *testing.T, ctx context.Context, masterSQL, slaveSQL string) (master, slave *pgtest.DB, reg *registry.Registry, plan string) {
+func djangoPair(t testing.TB, ctx context.Context, masterSQL, slaveSQL string) (master, slave *pgtest.DB, reg *registry.Registry, plan string) {
 	t.Helper()
 	master = pgtest.NewDB(t, pgtest.Master(t))
 	slave = pgtest.NewDB(t, pgtest.Slave(t))
@@ -124,7 +124,7 @@ func djangoPair(t *testing.T, ctx context.Context, masterSQL, slaveSQL string) (
 
 // slaveEnv points the commands' configuration at slave, with master as its
 // master.
-func slaveEnv(t *testing.T, master, slave *pgtest.DB) {
+func slaveEnv(t testing.TB, master, slave *pgtest.DB) {
 	t.Setenv("PGOUTPOST_ROLE", "slave")
 	t.Setenv("PGOUTPOST_ENVIRONMENT", strings.ReplaceAll(slave.Name, "_", "-"))
 	t.Setenv("PGOUTPOST_DATABASE_DSN", slave.DSN)

@@ -261,7 +261,7 @@ func waitRows(t *testing.T, pool *pgxpool.Pool, table, want string) {
 }
 
 // psqlFile runs a script file on db as docs/deploy.md says.
-func psqlFile(t *testing.T, db *pgtest.DB, file string) (string, error) {
+func psqlFile(t testing.TB, db *pgtest.DB, file string) (string, error) {
 	t.Helper()
 	out, err := exec.Command("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db.ConnInfo(), "-f", file).CombinedOutput()
 	return string(out), err

@@ -208,11 +208,13 @@ func joinSubscription(ctx context.Context, e *env, s *replSession, conninfo stri
 	if err != nil {
 		return err
 	}
-	start := time.Now()
-	var rows int64
-	opts := merge.Options{DryRun: dryRun, Progress: func(c merge.TableCount) {
-		rows += c.Master
-		fmt.Fprintf(e.stderr, "join: read %s: %d rows (%d in all, %.0f rows/s)\n", c.Table, c.Master, rows, float64(rows)/max(time.Since(start).Seconds(), 1e-3))
+	opts := merge.Options{DryRun: dryRun, Progress: func(p merge.Progress) {
+		rate := float64(p.Read) / max(p.Elapsed.Seconds(), 1e-3)
+		line := fmt.Sprintf("join: read %s: %d rows (%d of about %d, %.0f rows/s", p.Table.Table, p.Table.Master, p.Read, p.Estimated, rate)
+		if left := p.Estimated - p.Read; left > 0 && rate > 0 {
+			line += fmt.Sprintf(", about %s left", (time.Duration(float64(left) / rate * float64(time.Second))).Round(time.Second))
+		}
+		fmt.Fprintln(e.stderr, line+")")
 	}}
 	rep, err := merge.Join(ctx, s.conn, reg, conninfo, spec.Name, func(ctx context.Context) error {
 		return replication.CreateOnSlot(ctx, s.conn, spec, conninfo)
