@@ -103,56 +103,63 @@ func TestSubscriptionJoin(t *testing.T) {
 		t.Fatalf("the dry run changed the slave (%q, was %q) or left %d slot(s) on the master", got, before, slots())
 	}
 
-	// Now join while the master is written and the slave read.
-	var stop atomic.Bool
-	var wg sync.WaitGroup
-	var writes, emptyReads, reads atomic.Int64
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		for i := 0; !stop.Load(); i++ {
-			err := pgx.BeginFunc(ctx, mpool, func(tx pgx.Tx) error {
-				if _, err := tx.Exec(ctx, "INSERT INTO catalog_unit VALUES ($1, 'new', 1)", joinUnits+1000+i); err != nil {
+	// join runs the join while a writer changes the master and a reader
+	// polls the slave, and checks the reader never saw a synced table empty.
+	// The writer's ids start at from.
+	join := func(from int) {
+		t.Helper()
+		var stop atomic.Bool
+		var wg sync.WaitGroup
+		var writes, emptyReads, reads atomic.Int64
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for i := 0; !stop.Load(); i++ {
+				err := pgx.BeginFunc(ctx, mpool, func(tx pgx.Tx) error {
+					if _, err := tx.Exec(ctx, "INSERT INTO catalog_unit VALUES ($1, 'new', 1)", from+i); err != nil {
+						return err
+					}
+					if _, err := tx.Exec(ctx, "UPDATE catalog_unit SET name = 'w' || $1::int WHERE id = $2", from+i, 10+i%100); err != nil {
+						return err
+					}
+					_, err := tx.Exec(ctx, "UPDATE catalog_outcome SET name = 'o' || $1::int WHERE id = 2", from+i)
 					return err
+				})
+				if err != nil {
+					t.Errorf("writer: %v", err)
+					return
 				}
-				if _, err := tx.Exec(ctx, "UPDATE catalog_unit SET name = 'w' || $1::int WHERE id = $2", i, 10+i%100); err != nil {
-					return err
+				writes.Add(1)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				var units, categories int
+				if err := spool.QueryRow(ctx, "SELECT (SELECT count(*) FROM catalog_unit), (SELECT count(*) FROM catalog_category)").Scan(&units, &categories); err != nil {
+					t.Errorf("reader: %v", err)
+					return
 				}
-				_, err := tx.Exec(ctx, "UPDATE catalog_outcome SET name = 'o' || $1::int WHERE id = 2", i)
-				return err
-			})
-			if err != nil {
-				t.Errorf("writer: %v", err)
-				return
+				reads.Add(1)
+				if units == 0 || categories == 0 {
+					emptyReads.Add(1)
+				}
 			}
-			writes.Add(1)
+		}()
+		pgtest.Eventually(t, "the writer and the reader to start", func() bool { return writes.Load() > 5 && reads.Load() > 5 })
+		out := mustRun(t, "subscription", "create", "--join", "--config", exampleConfig)
+		n := writes.Load()
+		pgtest.Eventually(t, "more writes after the join", func() bool { return writes.Load() > n+20 })
+		stop.Store(true)
+		wg.Wait()
+		if !strings.Contains(out, "created on the merged tables") {
+			t.Errorf("join output:\n%s", out)
 		}
-	}()
-	go func() {
-		defer wg.Done()
-		for !stop.Load() {
-			var units, categories int
-			if err := spool.QueryRow(ctx, "SELECT (SELECT count(*) FROM catalog_unit), (SELECT count(*) FROM catalog_category)").Scan(&units, &categories); err != nil {
-				t.Errorf("reader: %v", err)
-				return
-			}
-			reads.Add(1)
-			if units == 0 || categories == 0 {
-				emptyReads.Add(1)
-			}
+		if n := emptyReads.Load(); n > 0 {
+			t.Errorf("a reader saw a synced table empty %d times in %d reads", n, reads.Load())
 		}
-	}()
-	pgtest.Eventually(t, "the writer and the reader to start", func() bool { return writes.Load() > 5 && reads.Load() > 5 })
-	out = mustRun(t, "subscription", "create", "--join", "--config", exampleConfig)
-	pgtest.Eventually(t, "more writes after the join", func() bool { return writes.Load() > 50 })
-	stop.Store(true)
-	wg.Wait()
-	if !strings.Contains(out, "created on the merged tables") {
-		t.Errorf("join output:\n%s", out)
 	}
-	if n := emptyReads.Load(); n > 0 {
-		t.Errorf("a reader saw a synced table empty %d times in %d reads", n, reads.Load())
-	}
+	join(joinUnits + 1000)
 
 	// The slave catches up and equals the master, table by table.
 	equal := func() {
@@ -240,11 +247,12 @@ func TestSubscriptionJoin(t *testing.T) {
 	}
 
 	// A resync: the slave drifts while its subscription is dropped and the
-	// master goes on; drop, join again, and it equals the master again.
+	// master goes on; drop, join again under the same writer and reader, and
+	// it equals the master again.
 	mustRun(t, "subscription", "drop", "--config", exampleConfig)
 	pgtest.Exec(t, master.DSN, "UPDATE catalog_unit SET name = 'after the drop' WHERE id = 20; INSERT INTO catalog_unit VALUES (990000, 'master only', 1)")
 	pgtest.Exec(t, slave.DSN, "UPDATE catalog_unit SET name = 'drifted' WHERE id = 21; INSERT INTO catalog_unit VALUES (990001, 'slave only', 1)")
-	mustRun(t, "subscription", "create", "--join", "--config", exampleConfig)
+	join(joinUnits + 500000)
 	equal()
 	pgtest.Exec(t, master.DSN, "INSERT INTO catalog_unit VALUES (990002, 'streamed', 1)")
 	pgtest.Eventually(t, "a master insert after the second join on the slave", func() bool {
