@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/pgoutpost/pgoutpost/internal/connstr"
 	"github.com/pgoutpost/pgoutpost/queue"
 	"github.com/pgoutpost/pgoutpost/registry"
+	"github.com/pgoutpost/pgoutpost/replication"
 )
 
 // Beginner is the slave: a connection or a pool.
@@ -72,10 +72,9 @@ type Report struct {
 // error says so).
 func Join(ctx context.Context, slave Beginner, reg *registry.Registry, masterConnInfo, slot string,
 	subscribe func(context.Context) error, opts Options) (rep *Report, err error) {
-	tables, err := syncedTables(reg)
-	if err != nil {
-		return nil, err
-	}
+	// Parents first, so that inserts work under foreign keys that are not
+	// deferred too.
+	tables := replication.InsertOrder(reg)
 	rcfg, err := pgconn.ParseConfig(masterConnInfo)
 	if err != nil {
 		return nil, fmt.Errorf("join: master conninfo: %s", connstr.Scrub(err.Error(), masterConnInfo))
@@ -185,19 +184,8 @@ WHERE NOT EXISTS (SELECT FROM `+copies[i]+` AS m WHERE `+sameKey(t, "s", "m")+`)
 	if rep.Cascade, err = eng.DeleteListed(ctx, tx, "pgoutpost_merge_keys"); err != nil {
 		return rep, fmt.Errorf("join: delete the rows the master lacks: %w", err)
 	}
-	names := make([]registry.TableName, 0, len(rep.Cascade.KeyTables))
-	for n := range rep.Cascade.KeyTables {
-		names = append(names, n)
-	}
-	sort.Slice(names, func(i, j int) bool { return names[i].String() < names[j].String() })
-	for _, n := range names {
-		if t := reg.Table(n); t == nil || t.Kind != registry.KindDenormalize {
-			continue
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO pgoutpost.denormalize_queue (table_name, pk, op, xid)
-SELECT $1, pg_catalog.to_jsonb(k), 'delete', `+queue.OutboxXid+` FROM `+rep.Cascade.KeyTables[n]+` AS k`, simple, n.String()); err != nil {
-			return rep, fmt.Errorf("join: queue the delete events of %s: %w", n, err)
-		}
+	if err := queue.WriteDeleteEvents(ctx, tx, reg, rep.Cascade); err != nil {
+		return rep, fmt.Errorf("join: %w", err)
 	}
 
 	for i, t := range tables {
@@ -259,11 +247,11 @@ func load(ctx context.Context, tx pgx.Tx, master *pgconn.PgConn, t *registry.Tab
 	_, werr := tx.Conn().PgConn().CopyFrom(ctx, pr, "COPY "+copy+" ("+cols+") FROM STDIN")
 	pr.CloseWithError(errors.New("the slave stopped reading"))
 	rerr := <-read
+	if werr != nil { // the master's side then failed only because the slave stopped reading
+		return 0, fmt.Errorf("join: copy %s into the slave: %w", t.Name, werr)
+	}
 	if rerr != nil {
 		return 0, fmt.Errorf("join: read %s on the master: %w", t.Name, rerr)
-	}
-	if werr != nil {
-		return 0, fmt.Errorf("join: copy %s into the slave: %w", t.Name, werr)
 	}
 	if _, err := tx.Exec(ctx, "CREATE UNIQUE INDEX ON "+copy+" ("+keyList(t)+"); ANALYZE "+copy, simple); err != nil {
 		return 0, fmt.Errorf("join: index the copy of %s: %w", t.Name, err)
@@ -305,32 +293,16 @@ RETURNING ` + prefixed("s", quoteAll(t.PrimaryKey))
 // queues an op event per row in the slave's denormalize queue, which the
 // sidecar publishes.
 func changed(ctx context.Context, tx pgx.Tx, t *registry.Table, sql, op string) (int64, error) {
-	keys := make([]string, len(t.PrimaryKey))
-	for i, c := range t.PrimaryKey {
-		keys[i] = quoteLiteral(c) + ", c." + pgx.Identifier{c}.Sanitize()
-	}
 	outbox := ""
 	if t.Kind == registry.KindDenormalize {
 		outbox = `, o AS (INSERT INTO pgoutpost.denormalize_queue (table_name, pk, op, xid)
-SELECT ` + quoteLiteral(t.Name.String()) + `, pg_catalog.jsonb_build_object(` + strings.Join(keys, ", ") + `), ` + quoteLiteral(op) + `, ` + queue.OutboxXid + ` FROM c)`
+SELECT ` + quoteLiteral(t.Name.String()) + `, ` + keyObject(t, "c") + `, ` + quoteLiteral(op) + `, ` + queue.OutboxXid + ` FROM c)`
 	}
 	var n int64
 	if err := tx.QueryRow(ctx, "WITH c AS ("+sql+")"+outbox+" SELECT count(*) FROM c", pgx.QueryExecModeSimpleProtocol).Scan(&n); err != nil {
 		return 0, fmt.Errorf("join: %s rows of %s: %w", op, t.Name, cascade.TranslateError(err))
 	}
 	return n, nil
-}
-
-// syncedTables are the tables the subscription carries, by name.
-func syncedTables(reg *registry.Registry) ([]*registry.Table, error) {
-	tables := reg.OfKind(registry.KindSystem, registry.KindDelete, registry.KindDenormalize)
-	sort.Slice(tables, func(i, j int) bool { return tables[i].Name.String() < tables[j].Name.String() })
-	for _, t := range tables {
-		if len(t.PrimaryKey) == 0 {
-			return nil, fmt.Errorf("join: %s has no primary key; a merge needs one to match rows", t.Name)
-		}
-	}
-	return tables, nil
 }
 
 // columns are the columns the subscription carries: the publication's
@@ -396,13 +368,15 @@ func prefixed(alias string, quoted []string) string {
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
-// dropSlot drops the slot on the master.
+// dropSlot drops the slot on the master, once the walsender of the closed
+// replication connection has let go of it.
 func dropSlot(ctx context.Context, masterConnInfo, slot string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
 	conn, err := pgx.Connect(ctx, masterConnInfo)
 	if err != nil {
 		return errors.New(connstr.Scrub(err.Error(), masterConnInfo))
 	}
 	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, "SELECT pg_catalog.pg_drop_replication_slot($1)", slot)
-	return err
+	return replication.DropSlot(ctx, conn, slot)
 }

@@ -30,6 +30,24 @@ import (
 // slave's transaction id (OutboxXid), so that they never pass for a master
 // transaction's entries.
 
+// WriteDeleteEvents queues, in the slave's own denormalize queue (the
+// outbox the sidecar publishes), a delete event for each row of a
+// denormalize model that the DeleteListed deletion res deleted in tx.
+func WriteDeleteEvents(ctx context.Context, tx pgx.Tx, reg *registry.Registry, res *cascade.Result) error {
+	for _, name := range sortedNames(res.KeyTables) {
+		if t := reg.Table(name); t == nil || t.Kind != registry.KindDenormalize {
+			continue
+		}
+		// The key table is new in every deletion: not a statement to
+		// prepare and cache.
+		if _, err := tx.Exec(ctx, `INSERT INTO pgoutpost.denormalize_queue (table_name, pk, op, xid)
+SELECT $1, pg_catalog.to_jsonb(k), 'delete', `+OutboxXid+` FROM `+res.KeyTables[name]+` AS k`, pgx.QueryExecModeSimpleProtocol, name.String()); err != nil {
+			return fmt.Errorf("write delete events of %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
 // OutboxXid is the SQL for the xid of the queue rows the slave writes itself
 // (the processor's delete events, a merge's events): the negative of the
 // writing transaction's id, which no master transaction has.
@@ -155,17 +173,8 @@ INSERT INTO `+listed+` SELECT table_name, pk FROM d`, txn.Xid)
 	if err != nil {
 		return 0, err
 	}
-	for _, name := range sortedNames(res.KeyTables) {
-		t := p.reg.Table(name)
-		if t == nil || t.Kind != registry.KindDenormalize {
-			continue
-		}
-		// The key table is new in every deletion: not a statement to
-		// prepare and cache.
-		if _, err := tx.Exec(ctx, `INSERT INTO pgoutpost.denormalize_queue (table_name, pk, op, xid)
-SELECT $1, pg_catalog.to_jsonb(k), 'delete', `+OutboxXid+` FROM `+res.KeyTables[name]+` AS k`, pgx.QueryExecModeSimpleProtocol, name.String()); err != nil {
-			return 0, fmt.Errorf("write delete events of %s: %w", name, err)
-		}
+	if err := WriteDeleteEvents(ctx, tx, p.reg, res); err != nil {
+		return 0, err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("commit deletes: %w", cascade.TranslateError(err))

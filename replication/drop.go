@@ -107,7 +107,7 @@ func DropSubscriptions(ctx context.Context, db DB, names Names, conninfo string)
 			results = append(results, SubscriptionResult{Name: d.name, Action: "slot " + d.slot + " was already gone on the master"})
 		}
 		for _, s := range slots {
-			if err := dropSlot(ctx, conn, s); err != nil {
+			if err := DropSlot(ctx, conn, s); err != nil {
 				errs = append(errs, fmt.Errorf("%w: %s: %v; drop it on the master with SELECT pg_drop_replication_slot('%s')", ErrSlotNotDropped, s, err, s))
 				continue
 			}
@@ -117,10 +117,11 @@ func DropSubscriptions(ctx context.Context, db DB, names Names, conninfo string)
 	return results, errors.Join(errs...)
 }
 
-// dropSlot drops slot on the master once no walsender holds it: the
-// subscription was disabled, so its walsender ends when the apply worker's
-// connection closes. One that still holds it after slotDropWait is ended.
-func dropSlot(ctx context.Context, conn *pgx.Conn, slot string) error {
+// DropSlot drops slot on the master once no walsender holds it (a slot that
+// is not there is no error): a walsender lets go when its client's
+// connection closes, which can take a moment. One that still holds it after
+// slotDropWait is ended.
+func DropSlot(ctx context.Context, conn *pgx.Conn, slot string) error {
 	deadline := time.Now().Add(slotDropWait)
 	for {
 		var pid *int32

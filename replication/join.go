@@ -42,8 +42,15 @@ func JoinSubscription(ctx context.Context, db DB, names Names, conninfo string) 
 // slave's tables are already as of that slot's snapshot, and it streams the
 // master's commits from there.
 func CreateOnSlot(ctx context.Context, db DB, s SubscriptionSpec, conninfo string) error {
-	err := createStatement(ctx, db, s.Name, conninfo, s.Publications, "create_slot = false, slot_name = "+quoteSQLString(s.Name)+
-		", copy_data = false, synchronous_commit = "+s.synchronousCommit())
+	options := "create_slot = false, slot_name = " + quoteSQLString(s.Name) + ", copy_data = false, synchronous_commit = " + s.synchronousCommit()
+	if s.Failover {
+		// PostgreSQL 17 turns failover on for the existing slot too.
+		if err := withConn(ctx, db, func(q querier) error { return needFailover(ctx, q, s.Name) }); err != nil {
+			return err
+		}
+		options += ", failover = true"
+	}
+	err := createStatement(ctx, db, s.Name, conninfo, s.Publications, options)
 	if errors.Is(err, ErrLogWouldShowPassword) {
 		return fmt.Errorf("create subscription %s: %w", s.Name, err)
 	}

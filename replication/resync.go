@@ -64,6 +64,21 @@ func deleteOrder(tables []*registry.Table) (ordered []*registry.Table, cyclic []
 	return ordered, cyclic
 }
 
+// InsertOrder is the synced tables of reg, parents before the tables that
+// reference them (the order in which rows can be inserted when foreign keys
+// are not deferred); the tables of a reference cycle come last.
+func InsertOrder(reg *registry.Registry) []*registry.Table {
+	ordered, cyclic := deleteOrder(syncedTables(reg))
+	out := make([]*registry.Table, 0, len(ordered)+len(cyclic))
+	for i := len(ordered) - 1; i >= 0; i-- {
+		out = append(out, ordered[i])
+	}
+	for _, n := range cyclic {
+		out = append(out, reg.Table(n))
+	}
+	return out
+}
+
 // targets are the other synced tables that t's foreign keys point at, once each.
 func targets(t *registry.Table, in map[registry.TableName]*registry.Table) []registry.TableName {
 	var out []registry.TableName
