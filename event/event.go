@@ -61,10 +61,13 @@ type Event struct {
 }
 
 // After reports whether e reports a later change of its row than o: a later
-// master commit, or within one master transaction a later queue entry (queue
-// ids are UUIDv7s, in statement and row order within a transaction). Two
-// transactions that change one row commit one after the other, so their
-// commit times are in that order too.
+// master commit, or within one master transaction a later queue entry
+// (pgoutpost's queue ids are UUIDv7s, in statement and row order within a
+// transaction). Two transactions that change one row commit one after the
+// other, so their commit times are in that order too. The tie-break means
+// nothing for ids that are not UUIDv7s: the seed's queues (random uuids,
+// committed_at from created_at) and snapshot events (a hash); two such
+// events of one row with the same committed_at are ordered arbitrarily.
 //
 // Events of one row are published in commit order, but a consumer can see
 // them out of order: with MaxAckPending > 1 a failed event is redelivered

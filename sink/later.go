@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -70,6 +71,12 @@ func (d *Deferred) connect(ctx context.Context, opts Options, logger *slog.Logge
 		d.mu.Lock()
 		d.err = err
 		d.mu.Unlock()
+		if errors.Is(err, ErrStreamConfig) {
+			// NATS answers, but the stream does not fit: only an operator
+			// mends that; say so plainly, and keep trying for when it is.
+			logger.Error("NATS is back, but its stream does not fit; fix it (see the error), publishing waits", "err", err)
+			continue
+		}
 		logger.Warn("NATS still unreachable", "err", err)
 	}
 }

@@ -431,6 +431,14 @@ func (p *NATS) ensureStream(ctx context.Context) error {
 		cfg.Subjects = append(cfg.Subjects, want)
 	}
 	cfg.Duplicates = max(cfg.Duplicates, o.DuplicateWindow)
+	if cfg.MaxAge > 0 && cfg.Duplicates > cfg.MaxAge {
+		// JetStream refuses a window longer than the stream keeps messages:
+		// an existing stream's age limit caps it (a wider window would
+		// drop nothing it does not already drop).
+		o.Logger.Warn("nats stream keeps messages for less than the duplicate window; the window is capped at its max age",
+			"stream", o.Stream, "max_age", cfg.MaxAge, "duplicate_window", o.DuplicateWindow)
+		cfg.Duplicates = cfg.MaxAge
+	}
 	if rescale {
 		cfg.Replicas = replicas
 	}
