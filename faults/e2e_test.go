@@ -4,13 +4,11 @@ package faults
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -115,7 +113,7 @@ func benchE2E(b *testing.B, run int) {
 	got := &e2eReceived{seqs: map[uint64]bool{}, queueIDs: map[string]int{}}
 	cctx, cstop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { consumeE2E(cctx, c, opts, got) })
+	wg.Go(func() { consumeMsgs(cctx, c, opts, got.record) })
 	defer wg.Wait()
 	defer cstop()
 
@@ -227,17 +225,7 @@ func benchE2E(b *testing.B, run int) {
 	slaveUsed := slaveCPU() - slaveBefore
 	cstop()
 	wg.Wait()
-	peakBytes, err := peakRSS(sc.cmd.Process.Pid)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := sc.stop(time.Minute); err != nil {
-		b.Fatal(err)
-	}
-	ru, ok := sc.cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	if !ok {
-		b.Fatal("no resource usage for the sidecar process")
-	}
+	peakBytes, ru := sc.stopMeasured(b)
 	var dead int
 	if err := slave.QueryRow(ctx, "SELECT count(*) FROM pgoutpost.dead_letter").Scan(&dead); err != nil {
 		b.Fatal(err)
@@ -361,31 +349,4 @@ func (r *e2eReceived) distinct() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.queueIDs)
-}
-
-// consumeE2E handles c's messages as consumer.Run does, noting each one's
-// receipt time, until ctx ends.
-func consumeE2E(ctx context.Context, c jetstream.Consumer, opts consumer.Options, r *e2eReceived) {
-	for ctx.Err() == nil {
-		it, err := c.Messages()
-		if err != nil {
-			time.Sleep(200 * time.Millisecond)
-			continue
-		}
-		stop := context.AfterFunc(ctx, it.Stop)
-		for {
-			m, err := it.Next()
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				break
-			}
-			if err != nil {
-				continue // the iterator recovers from heartbeat and connection trouble
-			}
-			at := time.Now()
-			consumer.Handle(ctx, m, opts, func(_ context.Context, ev event.Event) error {
-				return r.record(m, ev, at)
-			})
-		}
-		stop()
-	}
 }

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -133,20 +132,7 @@ func benchLarge(b *testing.B, n, largeTxn int) {
 	b.StopTimer()
 	elapsed := time.Since(start)
 
-	// The peak resident set from the process's own VmHWM, read while it
-	// runs: the rusage of an exited child is no good here, since Go starts
-	// it with vfork and its maxrss starts at this test process's peak.
-	peakBytes, err := peakRSS(sc.cmd.Process.Pid)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := sc.stop(time.Minute); err != nil {
-		b.Fatal(err)
-	}
-	ru, ok := sc.cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	if !ok {
-		b.Fatal("no resource usage for the sidecar process")
-	}
+	peakBytes, ru := sc.stopMeasured(b)
 	var markers, reports, deletes, twice, dead int64
 	err = slave.QueryRow(ctx, `SELECT (SELECT count(*) FROM shop_marker), (SELECT count(*) FROM app_report),
   (SELECT count(*) FROM faults_deleted WHERE tbl = 'shop_unit'),

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -195,6 +196,13 @@ func consume(ctx context.Context, js jetstream.JetStream, opts consumer.Options,
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+	consumeMsgs(ctx, c, opts, func(m jetstream.Msg, ev event.Event, _ time.Time) error { return r.record(m, ev) })
+	return nil
+}
+
+// consumeMsgs handles c's messages as consumer.Run does, until ctx ends,
+// passing each event to rec with the time its message was received.
+func consumeMsgs(ctx context.Context, c jetstream.Consumer, opts consumer.Options, rec func(jetstream.Msg, event.Event, time.Time) error) {
 	for ctx.Err() == nil {
 		it, err := c.Messages()
 		if err != nil {
@@ -210,13 +218,31 @@ func consume(ctx context.Context, js jetstream.JetStream, opts consumer.Options,
 			if err != nil {
 				continue // the iterator recovers from heartbeat and connection trouble
 			}
-			consumer.Handle(ctx, m, opts, func(_ context.Context, ev event.Event) error {
-				return r.record(m, ev)
-			})
+			at := time.Now()
+			consumer.Handle(ctx, m, opts, func(_ context.Context, ev event.Event) error { return rec(m, ev, at) })
 		}
 		stop()
 	}
-	return nil
+}
+
+// stopMeasured stops the sidecar and returns its peak resident set and its
+// resource usage. The peak is the process's own VmHWM, read while it runs:
+// the maxrss of an exited child is no measure, since Go starts it with vfork
+// and its maxrss starts at this test process's own peak.
+func (s *sidecar) stopMeasured(tb testing.TB) (peakBytes int64, ru *syscall.Rusage) {
+	tb.Helper()
+	peakBytes, err := peakRSS(s.cmd.Process.Pid)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := s.stop(time.Minute); err != nil {
+		tb.Fatal(err)
+	}
+	ru, ok := s.cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	if !ok {
+		tb.Fatal("no resource usage for the sidecar process")
+	}
+	return peakBytes, ru
 }
 
 // logCount is how often the sidecar's log since its last start

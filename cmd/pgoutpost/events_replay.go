@@ -119,15 +119,19 @@ Progress goes to stderr every two seconds.`, &g)
 
 // progressLine says how far a replay is: rows, rate and time left.
 func progressLine(p queue.SnapshotProgress) string {
-	line := fmt.Sprintf("%d of %d rows", p.Published, p.Total)
-	secs := p.Elapsed.Seconds()
-	if secs <= 0 || p.Published == 0 {
-		return line
+	return fmt.Sprintf("%d of %d rows%s", p.Published, p.Total, rateAndLeft(p.Published, p.Total, p.Elapsed))
+}
+
+// rateAndLeft is ", <rate>/s, about <time> left" for done of total rows in
+// elapsed ("" before there is a rate, no time left once done).
+func rateAndLeft(done, total int64, elapsed time.Duration) string {
+	if done <= 0 || elapsed <= 0 {
+		return ""
 	}
-	rate := float64(p.Published) / secs
-	line += fmt.Sprintf(", %.0f/s", rate)
-	if left := p.Total - p.Published; left > 0 {
-		line += fmt.Sprintf(", about %s left", (time.Duration(float64(left)/rate) * time.Second).Round(time.Second))
+	rate := float64(done) / elapsed.Seconds()
+	s := fmt.Sprintf(", %.0f rows/s", rate)
+	if left := total - done; left > 0 {
+		s += fmt.Sprintf(", about %s left", time.Duration(float64(left)/rate*float64(time.Second)).Round(time.Second))
 	}
-	return line
+	return s
 }

@@ -253,11 +253,7 @@ func tableRowsWhere(t *testing.T, pool *pgxpool.Pool, table, filter string) stri
 
 func waitRows(t *testing.T, pool *pgxpool.Pool, table, want string) {
 	t.Helper()
-	var got string
-	pgtest.Eventually(t, table+" = "+want, func() bool {
-		got = tableRows(t, pool, table)
-		return got == want
-	})
+	pgtest.Eventually(t, table+" = "+want, func() bool { return tableRows(t, pool, table) == want })
 }
 
 // psqlFile runs a script file on db as docs/deploy.md says.

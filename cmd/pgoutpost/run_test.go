@@ -108,7 +108,7 @@ func TestRunPropagates(t *testing.T) {
 
 	pgtest.Exec(t, master.DSN, "INSERT INTO unit VALUES (1, 'one'), (2, 'two')")
 	spool := pgtest.Pool(t, slave.DSN)
-	waitRows := func(want int, sql string) {
+	waitCount := func(want int, sql string) {
 		t.Helper()
 		pgtest.Eventually(t, fmt.Sprintf("%s = %d", sql, want), func() bool {
 			var n int
@@ -118,7 +118,7 @@ func TestRunPropagates(t *testing.T) {
 			return n == want
 		})
 	}
-	waitRows(2, "SELECT count(*) FROM unit")
+	waitCount(2, "SELECT count(*) FROM unit")
 	pgtest.Exec(t, slave.DSN, "INSERT INTO report VALUES (1, 1), (2, 1), (3, 2)")
 
 	addr, err := freeAddr()
@@ -147,8 +147,8 @@ func TestRunPropagates(t *testing.T) {
 
 	pgtest.Exec(t, master.DSN, "DELETE FROM unit WHERE id = 1")
 	pgtest.Exec(t, master.DSN, "INSERT INTO outcome VALUES (7, 'seven')")
-	waitRows(0, "SELECT count(*) FROM unit WHERE id = 1")
-	waitRows(1, "SELECT count(*) FROM report")
+	waitCount(0, "SELECT count(*) FROM unit WHERE id = 1")
+	waitCount(1, "SELECT count(*) FROM report")
 	pgtest.Eventually(t, "the outcome's event on stdout", func() bool {
 		return strings.Contains(out.String(), `"table":"public.outcome"`)
 	})
@@ -205,7 +205,7 @@ func TestRunPropagates(t *testing.T) {
 		})
 		// Deletes go on without NATS.
 		pgtest.Exec(t, master.DSN, "DELETE FROM unit WHERE id = 2")
-		waitRows(0, "SELECT count(*) FROM unit WHERE id = 2")
+		waitCount(0, "SELECT count(*) FROM unit WHERE id = 2")
 		if err := ns.Restart(); err != nil {
 			t.Fatal(err)
 		}

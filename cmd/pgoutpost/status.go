@@ -3,12 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/pgoutpost/pgoutpost/config"
-	"github.com/pgoutpost/pgoutpost/internal/connstr"
 	"github.com/pgoutpost/pgoutpost/sink"
 
 	"github.com/pgoutpost/pgoutpost/queue"
@@ -73,15 +71,9 @@ const inspectStreamTimeout = 5 * time.Second
 func inspectStream(ctx context.Context, cfg *config.Config) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, inspectStreamTimeout)
 	defer cancel()
-	n := cfg.NATS
-	opts := sink.Options{URL: n.URL, CredentialsFile: n.CredentialsFile, Env: cfg.Environment,
-		SubjectPrefix: n.SubjectPrefix, Stream: n.Stream, Logger: slog.New(slog.DiscardHandler)}
-	if n.TokenEnv != "" {
-		token, err := connstr.FromEnv(n.TokenEnv)
-		if err != nil {
-			return nil, fmt.Errorf("nats.token_env: %w", err)
-		}
-		opts.Token = token
+	opts, err := natsOptions(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, err
 	}
 	return sink.InspectStream(ctx, opts)
 }

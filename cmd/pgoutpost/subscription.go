@@ -209,12 +209,8 @@ func joinSubscription(ctx context.Context, e *env, s *replSession, conninfo stri
 		return err
 	}
 	opts := merge.Options{DryRun: dryRun, Progress: func(p merge.Progress) {
-		rate := float64(p.Read) / max(p.Elapsed.Seconds(), 1e-3)
-		line := fmt.Sprintf("join: read %s: %d rows (%d of about %d, %.0f rows/s", p.Table.Table, p.Table.Master, p.Read, p.Estimated, rate)
-		if left := p.Estimated - p.Read; left > 0 && rate > 0 {
-			line += fmt.Sprintf(", about %s left", (time.Duration(float64(left) / rate * float64(time.Second))).Round(time.Second))
-		}
-		fmt.Fprintln(e.stderr, line+")")
+		fmt.Fprintf(e.stderr, "join: read %s: %d rows (%d of about %d%s)\n", p.Table.Table, p.Table.Master, p.Read, p.Estimated,
+			rateAndLeft(p.Read, p.Estimated, p.Elapsed))
 	}}
 	rep, err := merge.Join(ctx, s.conn, reg, conninfo, spec.Name, func(ctx context.Context) error {
 		return replication.CreateOnSlot(ctx, s.conn, spec, conninfo)

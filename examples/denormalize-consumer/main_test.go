@@ -107,12 +107,13 @@ func TestKeepsOutcomeNameUpToDate(t *testing.T) {
 			publish("public.shop_outcome", event.OpDelete, 2, "")
 		}, "a=v10 b=v10 c=∅ d=∅ "},
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("app_report is %q; the consumer's output:\n%s", names(), out.String())
+		}
+	})
 	for _, s := range steps {
 		s.send()
-		var got string
-		pgtest.Eventually(t, s.name, func() bool { got = names(); return got == s.want })
-		if got != s.want {
-			t.Fatalf("%s: app_report is %q, want %q\n%s", s.name, got, s.want, out.String())
-		}
+		pgtest.Eventually(t, s.name+": app_report is "+s.want, func() bool { return names() == s.want })
 	}
 }
