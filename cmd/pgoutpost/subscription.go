@@ -17,7 +17,7 @@ import (
 
 var subscriptionCreateCommand = command{
 	name:    "subscription create",
-	summary: "create this slave's subscription to the master if missing",
+	summary: "create this slave's subscription to the master if missing; --join merges a slave that already holds rows [--dry-run]",
 	run:     func(ctx context.Context, e *env, args []string) error { return runSubscription(ctx, e, args, false) },
 }
 
