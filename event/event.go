@@ -62,7 +62,7 @@ type Event struct {
 
 // After reports whether e reports a later change of its row than o: a later
 // master commit, or within one master transaction a later queue entry
-// (pgoutpost's queue ids are UUIDv7s, in statement and row order within a
+// (pgoutpost's queue ids are UUIDv7s, in statement order within a
 // transaction). Two transactions that change one row commit one after the
 // other, so their commit times are in that order too. The tie-break means
 // nothing for ids that are not UUIDv7s: the seed's queues (random uuids,

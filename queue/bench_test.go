@@ -2,6 +2,8 @@ package queue
 
 import (
 	"context"
+	"flag"
+	"fmt"
 	"testing"
 	"time"
 
@@ -195,4 +197,78 @@ func BenchmarkSingleDelete(b *testing.B) {
 	b.ReportMetric(float64(plain.Microseconds())/n, "plain-µs/op")
 	b.ReportMetric(float64(queued.Microseconds())/n, "queued-µs/op")
 	b.ReportMetric(float64(queued)/float64(plain), "overhead-ratio")
+}
+
+var flagWritesRows = flag.Int("queue.writes.rows", 20000, "BenchmarkMasterWrites: rows each operation and transaction size writes to each table")
+
+// BenchmarkMasterWrites is what the queue triggers cost an application on
+// the master: single-row INSERTs, UPDATEs and DELETEs sent one by one (each
+// a round trip, prepared as pgx does) in 1-row and 10-row transactions, on a
+// denormalize model (queued_outcome, whose triggers log all three) and on
+// its bare twin (plain_outcome). Transactions alternate between the two
+// tables, so the machine's noise falls on both alike. It reports each
+// table's rows per second over the time spent in its transactions and their
+// ratio (queued/bare, 1 would be free), and checks that the queue got
+// exactly one row per write.
+//
+//	go test ./queue -run '^$' -bench MasterWrites -benchtime 1x [-queue.writes.rows 20000]
+func BenchmarkMasterWrites(b *testing.B) {
+	pool := benchDB(b)
+	ctx := context.Background()
+	rows := *flagWritesRows
+	c, err := pool.Acquire(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Release()
+	conn := c.Conn()
+	ops := []struct{ name, sql string }{
+		{"insert", "INSERT INTO %s (id, name, score, created) VALUES ($1, 'x', 0, now())"},
+		{"update", "UPDATE %s SET score = score + 1 WHERE id = $1"},
+		{"delete", "DELETE FROM %s WHERE id = $1"},
+	}
+	b.ResetTimer()
+	for range b.N {
+		mustExec(b, pool, "TRUNCATE plain_outcome, queued_outcome, pgoutpost.denormalize_queue, pgoutpost.delete_queue")
+		for _, size := range []int{1, 10} {
+			for _, op := range ops {
+				mustExec(b, pool, "VACUUM ANALYZE plain_outcome, queued_outcome", "CHECKPOINT")
+				var spent [2]time.Duration // bare, queued
+				for k := range rows / size {
+					for i := range 2 {
+						side := (i + k) % 2 // alternate which table goes first
+						table := []string{"plain_outcome", "queued_outcome"}[side]
+						start := time.Now()
+						tx, err := conn.Begin(ctx)
+						if err != nil {
+							b.Fatal(err)
+						}
+						for j := range size {
+							id := (size/10)*rows + k*size + j // the 10-row transactions use ids after the 1-row ones
+							if _, err := tx.Exec(ctx, fmt.Sprintf(op.sql, table), id); err != nil {
+								b.Fatalf("%s on %s: %v", op.name, table, err)
+							}
+						}
+						if err := tx.Commit(ctx); err != nil {
+							b.Fatal(err)
+						}
+						spent[side] += time.Since(start)
+					}
+				}
+				written := float64(rows / size * size)
+				bare, queued := written/spent[0].Seconds(), written/spent[1].Seconds()
+				name := fmt.Sprintf("%s-%drow", op.name, size)
+				b.ReportMetric(bare, name+"-bare-rows/s")
+				b.ReportMetric(queued, name+"-queued-rows/s")
+				b.ReportMetric(queued/bare, name+"-ratio")
+			}
+		}
+		written := int64(rows/10*10 + rows)
+		if n := count(b, pool, "SELECT count(*) FROM pgoutpost.denormalize_queue WHERE table_name = 'public.queued_outcome'"); n != 2*written {
+			b.Fatalf("denormalize_queue has %d rows, want %d (an insert and an update a row)", n, 2*written)
+		}
+		if n := count(b, pool, "SELECT count(*) FROM pgoutpost.delete_queue WHERE table_name = 'public.queued_outcome'"); n != written {
+			b.Fatalf("delete_queue has %d rows, want %d", n, written)
+		}
+	}
 }

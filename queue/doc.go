@@ -24,11 +24,16 @@
 // through the subscription and also the slave's own outbox rows, and a
 // duplicate key would stop the subscription. UUIDv7 makes them unique without
 // coordination and orders them by time: 48 bits of milliseconds and 12 bits of
-// sub-millisecond fraction from clock_timestamp(), then 62 random bits. The
-// column default (pgoutpost.uuid_v7(), used by the slave's outbox) draws them
-// per row; the triggers draw one per statement and number the statement's rows
-// from it (pgoutpost.uuid_v7_next), so the rows of one statement sort in
-// statement order. created_at is the transaction's start time, not its commit
+// sub-millisecond fraction from the clock, then 62 random bits. Every row,
+// the triggers' and the outbox's, draws its own from pgoutpost.uuid_v7(),
+// which is PostgreSQL 18's uuidv7() where the server has it. Ids of later
+// statements sort after earlier ones (a statement takes more than the
+// microsecond the clock resolves); within one statement they follow the
+// clock too, and on PostgreSQL 18 uuidv7() keeps a session's ids increasing
+// even within a microsecond, while before 18 rows drawn in the same
+// microsecond order by their random bits. Nothing depends on the order of
+// the rows of one statement: one statement never queues the same row twice.
+// created_at is the transaction's start time, not its commit
 // time: the master's commit time reaches the sidecar in the Begin message of
 // the slave's decoded stream (logical decoding reports the origin's commit
 // timestamp for transactions that a subscription applied), which is where

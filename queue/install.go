@@ -125,8 +125,12 @@ func inTx(ctx context.Context, db txBeginner, dryRun bool, lockTimeout time.Dura
 }
 
 func planInstall(ctx context.Context, q querier, opts InstallOptions) (Plan, error) {
+	var serverVersion int
+	if err := q.QueryRow(ctx, "SELECT pg_catalog.current_setting('server_version_num')::int").Scan(&serverVersion); err != nil {
+		return nil, fmt.Errorf("read the server version: %w", err)
+	}
 	var (
-		fns  = []function{uuidV7}
+		fns  = []function{uuidV7(serverVersion)}
 		want []triggerSpec
 	)
 	switch opts.Role {
@@ -134,7 +138,7 @@ func planInstall(ctx context.Context, q querier, opts InstallOptions) (Plan, err
 		if opts.Registry == nil {
 			return nil, errors.New("install on the master needs the registry")
 		}
-		fns = append(fns, uuidV7Next, queueRefuseTruncate)
+		fns = append(fns, queueRefuseTruncate)
 		var errs []error
 		for _, t := range opts.Registry.OfKind(registry.KindDelete, registry.KindDenormalize) {
 			if len(t.PrimaryKey) == 0 {
@@ -250,6 +254,13 @@ func planBase(ctx context.Context, q querier, fns []function, tables bool) (p, f
 			if strings.HasPrefix(name, tableFunctionPrefix) && !wanted[name] {
 				fnDrops = append(fnDrops, Step{"drop function " + function{name: name}.display(),
 					"DROP FUNCTION " + pgx.Identifier{Schema, name}.Sanitize() + "()"})
+			}
+		}
+		for _, sig := range obsoleteFunctions {
+			name, args, _ := strings.Cut(strings.TrimSuffix(sig, ")"), "(")
+			if _, ok := procs[name]; ok {
+				fnDrops = append(fnDrops, Step{"drop function " + Schema + "." + sig + " (no longer used)",
+					"DROP FUNCTION IF EXISTS " + pgx.Identifier{Schema, name}.Sanitize() + "(" + args + ")"})
 			}
 		}
 	}

@@ -306,4 +306,66 @@ func TestMasterTriggers(t *testing.T) {
 			t.Errorf("delete by the application role logged %d rows (err %v), want 1", n, err)
 		}
 	})
+
+	// The table functions are SECURITY DEFINER without a SET search_path
+	// (see tableHeader): a caller whose search_path puts its own schema before
+	// pg_catalog must not get its functions or operators run as the
+	// function's owner. Each one here would raise if any name in the
+	// functions resolved through the search_path.
+	t.Run("a caller's search_path changes nothing", func(t *testing.T) {
+		reset(t)
+		exec(t, "DROP SCHEMA IF EXISTS pgoutpost_test_evil CASCADE")
+		t.Cleanup(func() { pool.Exec(ctx, "DROP SCHEMA IF EXISTS pgoutpost_test_evil CASCADE") }) //nolint:errcheck
+		exec(t, `CREATE SCHEMA pgoutpost_test_evil;
+CREATE FUNCTION pgoutpost_test_evil.hijacked() RETURNS void LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'hijacked through the search_path'; END $$;
+CREATE FUNCTION pgoutpost_test_evil.eq(text, text) RETURNS boolean LANGUAGE sql AS $$ SELECT pgoutpost_test_evil.hijacked() IS NULL $$;
+CREATE OPERATOR pgoutpost_test_evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = pgoutpost_test_evil.eq);
+CREATE FUNCTION pgoutpost_test_evil.eqi(int, int) RETURNS boolean LANGUAGE sql AS $$ SELECT pgoutpost_test_evil.hijacked() IS NULL $$;
+CREATE OPERATOR pgoutpost_test_evil.= (LEFTARG = int, RIGHTARG = int, FUNCTION = pgoutpost_test_evil.eqi);
+CREATE FUNCTION pgoutpost_test_evil.cat(name, text) RETURNS text LANGUAGE sql AS $$ SELECT pgoutpost_test_evil.hijacked()::text $$;
+CREATE OPERATOR pgoutpost_test_evil.|| (LEFTARG = name, RIGHTARG = text, FUNCTION = pgoutpost_test_evil.cat);
+CREATE FUNCTION pgoutpost_test_evil.mul(numeric, integer) RETURNS numeric LANGUAGE sql AS $$ SELECT pgoutpost_test_evil.hijacked()::text::numeric $$;
+CREATE OPERATOR pgoutpost_test_evil.* (LEFTARG = numeric, RIGHTARG = integer, FUNCTION = pgoutpost_test_evil.mul);
+CREATE FUNCTION pgoutpost_test_evil.lower(text) RETURNS text LANGUAGE sql AS $$ SELECT pgoutpost_test_evil.hijacked()::text $$;
+CREATE FUNCTION pgoutpost_test_evil.random() RETURNS double precision LANGUAGE sql AS $$ SELECT pgoutpost_test_evil.hijacked()::text::float8 $$;
+CREATE FUNCTION pgoutpost_test_evil.uuidv7() RETURNS uuid LANGUAGE sql AS $$ SELECT pgoutpost_test_evil.hijacked()::text::uuid $$;
+CREATE FUNCTION pgoutpost_test_evil.jsonb_build_object(text, bigint) RETURNS jsonb LANGUAGE sql AS $$ SELECT pgoutpost_test_evil.hijacked()::text::jsonb $$;
+CREATE FUNCTION pgoutpost_test_evil.jsonb_build_object(text, int) RETURNS jsonb LANGUAGE sql AS $$ SELECT pgoutpost_test_evil.hijacked()::text::jsonb $$;
+CREATE FUNCTION pgoutpost_test_evil.format(text, name, name) RETURNS text LANGUAGE sql AS $$ SELECT pgoutpost_test_evil.hijacked()::text $$;`)
+		// The decoys work: called in the open, each one raises.
+		for _, s := range []string{"SELECT 'a'::text = 'a'::text", "SELECT lower('a')", "SELECT random()", "SELECT 1::numeric * 2"} {
+			if _, err := pool.Exec(ctx, "SET search_path = pgoutpost_test_evil, pg_catalog; "+s); err == nil || !strings.Contains(err.Error(), "hijacked") {
+				t.Fatalf("decoy %q under the hostile search_path: err = %v, want it to raise", s, err)
+			}
+		}
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx) //nolint:errcheck
+		for _, s := range []string{
+			"SET LOCAL search_path = pgoutpost_test_evil, pg_catalog, public",
+			"INSERT INTO public.unit (id, name) VALUES (1, 'a'), (2, 'b')",
+			"DELETE FROM public.unit WHERE id OPERATOR(pg_catalog.=) 1",
+			"INSERT INTO public.outcome (id, name) VALUES (1, 'a')",
+			"UPDATE public.outcome SET name = 'b'",
+			"DELETE FROM public.outcome",
+			"TRUNCATE public.unit",
+		} {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				t.Fatalf("%s: %v", s, err)
+			}
+		}
+		if _, err := tx.Exec(ctx, "RESET search_path"); err != nil {
+			t.Fatal(err)
+		}
+		var deletes, denorm int64
+		if err := tx.QueryRow(ctx, "SELECT (SELECT count(*) FROM pgoutpost.delete_queue), (SELECT count(*) FROM pgoutpost.denormalize_queue)").Scan(&deletes, &denorm); err != nil {
+			t.Fatal(err)
+		}
+		// unit 1 deleted, unit 2 truncated, outcome 1 deleted; outcome's insert and update.
+		if deletes != 3 || denorm != 2 {
+			t.Errorf("queue rows: %d deletes and %d denormalize, want 3 and 2", deletes, denorm)
+		}
+	})
 }
