@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgoutpost/pgoutpost/internal/pgtest"
@@ -390,4 +391,86 @@ func queueIndexes(t *testing.T, pool *pgxpool.Pool) string {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// TestUUIDv7 checks pgoutpost.uuid_v7() as installed: PostgreSQL 18's own
+// uuidv7() where the server has it, and in either form version 7, the RFC
+// 9562 variant, the current time, distinct ids, and ids of later statements
+// sorting after earlier ones.
+func TestUUIDv7(t *testing.T) {
+	ctx := context.Background()
+	_, pool := masterDB(t, testRegistry())
+	var version int
+	var body string
+	if err := pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int, p.prosrc FROM pg_proc p
+		JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'pgoutpost' AND p.proname = 'uuid_v7'`).Scan(&version, &body); err != nil {
+		t.Fatal(err)
+	}
+	if native := strings.Contains(body, "uuidv7()"); native != (version >= 180000) {
+		t.Errorf("server %d: uuid_v7 body %q (native uuidv7: %v)", version, body, native)
+	}
+	var last [16]byte
+	seen := map[[16]byte]bool{}
+	for round := range 3 {
+		start := time.Now()
+		rows, err := pool.Query(ctx, "SELECT pgoutpost.uuid_v7() FROM generate_series(1, 2000)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[[16]byte])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lowest [16]byte
+		for i, id := range ids {
+			if id[6]>>4 != 7 || id[8]>>6 != 2 {
+				t.Fatalf("id %x is not a UUIDv7 (version %d, variant bits %b)", id, id[6]>>4, id[8]>>6)
+			}
+			if d := UUIDv7Time(id).Sub(start); d < -time.Second || d > time.Minute {
+				t.Fatalf("id %x: time %v is %v from the statement's start", id, UUIDv7Time(id), d)
+			}
+			if seen[id] {
+				t.Fatalf("id %x drawn twice", id)
+			}
+			seen[id] = true
+			if i == 0 || bytes.Compare(id[:], lowest[:]) < 0 {
+				lowest = id
+			}
+		}
+		if round > 0 && bytes.Compare(lowest[:], last[:]) <= 0 {
+			t.Errorf("round %d: lowest id %x does not sort after the last round's highest %x", round, lowest, last)
+		}
+		for _, id := range ids {
+			if bytes.Compare(id[:], last[:]) > 0 {
+				last = id
+			}
+		}
+	}
+}
+
+// TestInstallDropsObsoleteFunctions: a function an earlier version installed
+// and nothing calls any more goes on the next install, and the run after
+// that plans nothing.
+func TestInstallDropsObsoleteFunctions(t *testing.T) {
+	ctx := context.Background()
+	reg := testRegistry()
+	_, pool := masterDB(t, reg)
+	if _, err := pool.Exec(ctx, `CREATE FUNCTION pgoutpost.uuid_v7_next(hi bytea, lo bigint, n bigint) RETURNS uuid
+		LANGUAGE sql IMMUTABLE AS $$ SELECT gen_random_uuid() $$`); err != nil {
+		t.Fatal(err)
+	}
+	opts := InstallOptions{Role: registry.RoleMaster, Registry: reg}
+	p, err := Install(ctx, pool, opts, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p) != 1 || !strings.Contains(p[0].Summary, "uuid_v7_next") {
+		t.Errorf("install planned %v, want only the drop of uuid_v7_next", p)
+	}
+	if n := count(t, pool, "SELECT count(*) FROM pg_proc WHERE proname = 'uuid_v7_next'"); n != 0 {
+		t.Errorf("uuid_v7_next still there (%d)", n)
+	}
+	if p, err := Install(ctx, pool, opts, true); err != nil || len(p) != 0 {
+		t.Errorf("a second install plans %v (err %v), want nothing", p, err)
+	}
 }
