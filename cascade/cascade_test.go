@@ -481,8 +481,9 @@ var deleteCases = []deleteCase{
 	},
 }
 
-// engineModes are the engine's two ways of holding what it collects: in
-// memory, and spilled to temporary tables (as DeleteListed always does).
+// engineModes are the engine's ways of holding what it collects: in memory,
+// and spilled to temporary tables (as DeleteListed always does), and of
+// checking foreign keys: PostgreSQL's per-row checks or its own batch checks.
 var engineModes = []struct {
 	name string
 	opts []cascade.Option
@@ -492,6 +493,10 @@ var engineModes = []struct {
 	// Every deletion that collects more than two rows starts in memory,
 	// outgrows it and starts again spilled.
 	{"outgrown", []cascade.Option{cascade.SpillRowsAbove(2)}},
+	// In memory under the replica role, each constraint checked once at
+	// the end (BatchReferenceChecks); and the same outgrowing memory.
+	{"batch-checked", []cascade.Option{cascade.BatchReferenceChecks()}},
+	{"batch-checked-outgrown", []cascade.Option{cascade.BatchReferenceChecks(), cascade.SpillRowsAbove(2)}},
 }
 
 func TestDelete(t *testing.T) {

@@ -74,6 +74,9 @@ type collector struct {
 	// their parents' generic relations). So generic relations are not
 	// followed from these rows.
 	viaChild map[*plan]map[string]bool
+	// fkChecks, with BatchReferenceChecks, gathers what the constraints are
+	// checked against at the end (refcheck.go); nil otherwise.
+	fkChecks *refChecks
 }
 
 func (c *collector) run(ctx context.Context, targets []Target) error {
@@ -480,13 +483,45 @@ func (c *collector) apply(ctx context.Context) error {
 
 func (c *collector) delete(ctx context.Context, p *plan, fk *registry.ForeignKey, cond string, args []any) error {
 	sql := "DELETE FROM " + p.t.Name.Sanitize() + " WHERE " + cond
+	var ret []string
+	npk := 0
 	if c.e.keyKinds[p.t.Kind] && len(p.t.PrimaryKey) > 0 {
-		rows, err := c.query(ctx, sql+" RETURNING "+textList(p.t.PrimaryKey), args, len(p.t.PrimaryKey))
+		npk = len(p.t.PrimaryKey)
+		ret = append(ret, p.t.PrimaryKey...)
+	}
+	var refCols []string
+	if c.fkChecks != nil {
+		refCols = c.fkChecks.retCols[p.t.Name]
+		ret = append(ret, refCols...)
+	}
+	if len(ret) > 0 {
+		rows, err := c.query(ctx, sql+" RETURNING "+textList(ret), args, len(ret))
 		if err != nil {
 			return fmt.Errorf("delete from %s: %w", p.t.Name, TranslateError(err))
 		}
 		for _, r := range rows {
-			c.res.DeletedKeys[p.t.Name] = append(c.res.DeletedKeys[p.t.Name], r.key(len(p.t.PrimaryKey)))
+			if npk > 0 {
+				c.res.DeletedKeys[p.t.Name] = append(c.res.DeletedKeys[p.t.Name], r.key(npk))
+			}
+			if len(refCols) > 0 {
+				v := make([]string, len(refCols))
+				for i := range v {
+					if t := r[npk+i]; t.Valid {
+						v[i] = t.String
+					} else {
+						v[i] = nullText
+					}
+				}
+				c.fkChecks.deleted[p.t.Name] = append(c.fkChecks.deleted[p.t.Name], v)
+			}
+		}
+		if len(refCols) > 0 {
+			// The values are held until the checks: as many as the
+			// collected rows may be, or the deletion starts again spilled.
+			c.fkChecks.held += len(rows)
+			if c.e.spillRows > 0 && c.held+c.fkChecks.held > c.e.spillRows {
+				return errSpill
+			}
 		}
 		c.res.record(p.t.Name, "DELETE", fk, int64(len(rows)))
 		return nil
@@ -505,6 +540,9 @@ func (c *collector) update(ctx context.Context, fk *registry.ForeignKey, refs []
 	keys := make([][]string, len(refs))
 	for i, r := range refs {
 		keys[i] = r.Key
+	}
+	if c.fkChecks != nil {
+		c.fkChecks.updated = append(c.fkChecks.updated, updatedRows{table: t.Name, cols: fk.FromColumns, keys: keys})
 	}
 	for _, chunk := range chunks(keys, c.e.maxArray) {
 		cond, arg := match(t.PrimaryKey, t.Name, t.PrimaryKey, chunk, 1)

@@ -57,6 +57,8 @@ type Engine struct {
 	// spillRows: an in-memory deletion that collects more rows (and
 	// referencing rows) than this starts again spilled; never when <= 0.
 	spillRows int
+	// batchChecks: see BatchReferenceChecks.
+	batchChecks bool
 }
 
 // Option configures an Engine.
@@ -86,6 +88,17 @@ func ReportKeys(kinds ...registry.Kind) Option {
 // (registry.MarkCascade: registry.CascadeSetting on until the transaction
 // ends), so that the slave write guard lets its deletes and updates through.
 func Guard() Option { return func(e *Engine) { e.guard = true } }
+
+// BatchReferenceChecks makes DeleteAll check the database's foreign key
+// constraints itself, once per constraint for the whole deletion, instead of
+// PostgreSQL's per-row checks: its statements run under
+// session_replication_role = replica (see refcheck.go). It is a third of the
+// work on Django's schemas, but while it runs no trigger fires on the rows
+// it deletes or updates except those set ENABLE ALWAYS (and those set ENABLE
+// REPLICA do). The caller's role needs superuser or, on PostgreSQL 15 and
+// later, GRANT SET ON PARAMETER session_replication_role. A deletion that
+// spills runs with PostgreSQL's own checks.
+func BatchReferenceChecks() Option { return func(e *Engine) { e.batchChecks = true } }
 
 // New returns an engine over reg. The registry must not change afterwards.
 func New(reg *registry.Registry, opts ...Option) *Engine {
@@ -134,6 +147,10 @@ type Result struct {
 	// types, named as the table's), sanitized; they last until the
 	// transaction ends.
 	KeyTables map[registry.TableName]string
+	// Rechecked says that with BatchReferenceChecks a check found a row
+	// that PostgreSQL's own checks had to judge, and the deletion ran again
+	// with them (see refcheck.go).
+	Rechecked bool
 }
 
 func newResult() *Result {
@@ -238,8 +255,21 @@ func (e *Engine) DeleteAll(ctx context.Context, tx pgx.Tx, targets []Target) (*R
 	}
 	spill := e.spillAbove >= 0 && nkeys > e.spillAbove
 	if !spill {
-		c := &collector{e: e, tx: sp, res: res, root: root, sets: map[*plan]*rowSet{}, updates: map[*registry.ForeignKey][]Ref{}, fast: map[*registry.ForeignKey]*valueSet{}, viaChild: map[*plan]map[string]bool{}}
-		err = c.run(ctx, targets)
+		err = e.collect(ctx, sp, res, root, targets, e.batchChecks)
+		if errors.Is(err, errRecheck) {
+			// A batch check failed: run it again with PostgreSQL's own
+			// checks, which raise the violation or apply the constraint's
+			// own ON DELETE action as they would have.
+			if err = sp.Rollback(ctx); err != nil {
+				return nil, fmt.Errorf("delete from %s: roll back to savepoint: %w", root, err)
+			}
+			if sp, err = tx.Begin(ctx); err != nil {
+				return nil, fmt.Errorf("delete from %s: begin savepoint: %w", root, err)
+			}
+			res = newResult()
+			res.Rechecked = true
+			err = e.collect(ctx, sp, res, root, targets, false)
+		}
 		if errors.Is(err, errSpill) {
 			// The cascade reaches more rows than memory should hold:
 			// undo what was locked and start again, spilled.
@@ -267,6 +297,33 @@ func (e *Engine) DeleteAll(ctx context.Context, tx pgx.Tx, targets []Target) (*R
 		return nil, fmt.Errorf("delete from %s: release savepoint: %w", root, TranslateError(err))
 	}
 	return res, nil
+}
+
+// collect runs an in-memory deletion in tx (a savepoint). With batch, it
+// runs under the replica role and is followed by the batch reference checks
+// (refcheck.go); the role ends with the checks, and an error rolls the
+// savepoint back, the role with it.
+func (e *Engine) collect(ctx context.Context, tx pgx.Tx, res *Result, root registry.TableName, targets []Target, batch bool) error {
+	c := &collector{e: e, tx: tx, res: res, root: root, sets: map[*plan]*rowSet{}, updates: map[*registry.ForeignKey][]Ref{}, fast: map[*registry.ForeignKey]*valueSet{}, viaChild: map[*plan]map[string]bool{}}
+	if !batch {
+		return c.run(ctx, targets)
+	}
+	refs, err := newRefChecks(ctx, c.tx)
+	if err != nil {
+		return err
+	}
+	prev, err := replicaRole(ctx, c.tx)
+	if err != nil {
+		return err
+	}
+	c.fkChecks = refs
+	if err := c.run(ctx, targets); err != nil {
+		return err
+	}
+	if err := refs.verify(ctx, c.e, c.tx, c.res); err != nil {
+		return err
+	}
+	return restoreRole(ctx, c.tx, prev)
 }
 
 // afterCollect is a test hook run between collecting and writing.

@@ -110,11 +110,15 @@ func TestDeleteMatchesModel(t *testing.T) {
 			rt.Fatal(err)
 		}
 		opts := []cascade.Option{cascade.MaxArray(2)}
-		switch rapid.IntRange(0, 2).Draw(rt, "mode") {
+		switch rapid.IntRange(0, 4).Draw(rt, "mode") {
 		case 1:
 			opts = append(opts, cascade.SpillAbove(0))
 		case 2:
 			opts = append(opts, cascade.SpillRowsAbove(rapid.IntRange(1, 6).Draw(rt, "rows in memory")))
+		case 3:
+			opts = append(opts, cascade.BatchReferenceChecks())
+		case 4:
+			opts = append(opts, cascade.BatchReferenceChecks(), cascade.SpillRowsAbove(rapid.IntRange(1, 6).Draw(rt, "rows in memory")))
 		}
 		e := cascade.New(reg, opts...)
 		_, err = e.DeleteAll(ctx, tx, []cascade.Target{{Table: public("r_a"), Keys: aKeys}, {Table: public("r_b"), Keys: bKeys}})

@@ -153,7 +153,18 @@ type Queue struct {
 	DeleteExpireAfter      time.Duration `yaml:"delete_expire_after"`
 	DenormalizeExpireAfter time.Duration `yaml:"denormalize_expire_after"`
 	SeedQueues             bool          `yaml:"seed_queues"`
+	// FKChecks is who checks the foreign keys of the rows the delete queue's
+	// cascades delete and update: FKChecksDatabase (PostgreSQL, per row) or
+	// FKChecksBatch (pgoutpost, per constraint and batch, under the replica
+	// role: cascade.BatchReferenceChecks).
+	FKChecks string `yaml:"fk_checks"`
 }
+
+// The values of queue.fk_checks.
+const (
+	FKChecksDatabase = "database"
+	FKChecksBatch    = "batch"
+)
 
 // Model is one synced table. It is named by Name, which is a Django label
 // (app_label.ModelName) when its part after the dot has an upper-case letter
@@ -219,7 +230,7 @@ func Default() *Config {
 			MaxInFlight:     DefaultMaxInFlight,
 			Storage:         DefaultStorage,
 		},
-		Queue: Queue{BatchSize: DefaultBatchSize, LargeTransaction: DefaultLargeTransaction},
+		Queue: Queue{BatchSize: DefaultBatchSize, LargeTransaction: DefaultLargeTransaction, FKChecks: FKChecksDatabase},
 	}
 }
 

@@ -194,6 +194,7 @@ func TestValidateRules(t *testing.T) {
 		{"generic relation needs content type for a table target", minimal + "generic_relations:\n  - {target: userapp_report, table: userapp_taggeditem}\n", nil, "generic_relations[0].content_type: required"},
 		{"SET(NULL) is refused", minimal + "relations:\n  t.c: SET(NULL)\n", nil, "use SET_NULL"},
 		{"batch size positive", minimal + "queue: {batch_size: 0}\n", nil, "queue.batch_size: must be greater than zero"},
+		{"fk checks named", minimal + "queue: {fk_checks: sometimes}\n", nil, `queue.fk_checks: "sometimes": want database or batch`},
 		{"stream settings of a cluster", minimal + "nats:\n  replicas: 3\n  placement: {cluster: east, tags: [ssd]}\n  storage: file\n  max_age: 168h\n  max_bytes: 1073741824\n", nil, ""},
 		{"at most 5 replicas", minimal + "nats: {replicas: 7}\n", nil, "nats.replicas: 7: want 1 to 5"},
 		{"storage file or memory", minimal + "nats: {storage: disk}\n", nil, `nats.storage: "disk": want file or memory`},

@@ -63,7 +63,7 @@ func TestRootConfigDocumentsEveryKey(t *testing.T) {
 		"sidecar:", "slot:", "publication:", "listen:", "shutdown_grace:", "max_lag:", "heartbeat:", "spill_bytes:",
 		"nats:", "url:", "credentials_file:", "token_env:", "stream:", "subject_prefix:", "duplicate_window:",
 		"create_stream:", "max_in_flight:", "replicas:", "placement:", "cluster:", "tags:", "storage:", "max_age:", "max_bytes:", "queue:", "batch_size:", "delete_expire_after:", "denormalize_expire_after:",
-		"seed_queues:", "models:", "name:", "label:", "table:", "kind:", "row_filter:", "columns:", "skip_validation:",
+		"seed_queues:", "fk_checks:", "models:", "name:", "label:", "table:", "kind:", "row_filter:", "columns:", "skip_validation:",
 		"on_truncate:", "relations:", "on_delete:", "references:", "parent_link:", "default:", "generic_relations:",
 		"target:", "content_type_column:", "object_id_column:", "content_type:",
 	} {

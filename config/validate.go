@@ -184,6 +184,8 @@ func (v *validation) top() {
 		{"queue.large_transaction", c.Queue.LargeTransaction > 0, positive},
 		{"queue.delete_expire_after", c.Queue.DeleteExpireAfter >= 0, notNegative},
 		{"queue.denormalize_expire_after", c.Queue.DenormalizeExpireAfter >= 0, notNegative},
+		{"queue.fk_checks", c.Queue.FKChecks == FKChecksDatabase || c.Queue.FKChecks == FKChecksBatch,
+			fmt.Sprintf("%q: want %s or %s", c.Queue.FKChecks, FKChecksDatabase, FKChecksBatch)},
 	} {
 		if !d.ok {
 			v.add(d.key, "%s", d.msg)

@@ -153,6 +153,9 @@ func (p *Processor) deleteTx(ctx context.Context, groups [][]*item, finish func(
 		if res, err = p.eng.DeleteAll(ctx, tx, targets); err != nil {
 			return err
 		}
+		if res.Rechecked {
+			p.log.Debug("a batch foreign key check found a row for PostgreSQL's own checks; the deletion ran again with them", "entries", len(all))
+		}
 		if merged && !p.mergeSafe(res) {
 			return errMergeUnsafe
 		}

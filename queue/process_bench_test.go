@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgoutpost/pgoutpost/cascade"
 	"github.com/pgoutpost/pgoutpost/internal/netdelay"
 	"github.com/pgoutpost/pgoutpost/internal/pgtest"
 	"github.com/pgoutpost/pgoutpost/internal/rowwise"
@@ -26,6 +27,7 @@ var (
 	benchBatch   = flag.Int("queue.batch", DefaultBatchSize, "ProcessorOptions.BatchSize in BenchmarkApplyDeleteEntries")
 	benchTxnSize = flag.Int("queue.txn-size", 1, "delete entries per master transaction in BenchmarkApplyDeleteEntries")
 	benchLatency = flag.Duration("queue.latency", 0, "delay added to each message to the database in BenchmarkApplyDeleteEntries, as a network would")
+	benchFK      = flag.String("queue.fk-checks", "database", "BenchmarkApplyDeleteEntries: who checks the foreign keys, database or batch (cascade.BatchReferenceChecks)")
 )
 
 // BenchmarkApplyDeleteEntries applies delete-queue entries of the reference
@@ -39,7 +41,7 @@ var (
 // -queue.latency every message to the database is delayed, as over a
 // network (internal/netdelay). Run once:
 //
-//	go test ./queue -run '^$' -bench ApplyDeleteEntries -benchtime 1x -queue.entries 100000
+//	go test ./queue -run '^$' -bench ApplyDeleteEntries -benchtime 1x -queue.entries 100000 [-queue.fk-checks batch]
 func BenchmarkApplyDeleteEntries(b *testing.B) {
 	n, batch, per := *benchEntries, *benchBatch, *benchTxnSize
 	ctx := context.Background()
@@ -54,7 +56,15 @@ func BenchmarkApplyDeleteEntries(b *testing.B) {
 		b.Fatal(err)
 	}
 	reg := djangoRegistry(b, pool)
-	p := NewProcessor(pool, reg, nil, nil, ProcessorOptions{BatchSize: batch, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	var engineOpts []cascade.Option
+	switch *benchFK {
+	case "database":
+	case "batch":
+		engineOpts = append(engineOpts, cascade.BatchReferenceChecks())
+	default:
+		b.Fatalf("-queue.fk-checks %q: want database or batch", *benchFK)
+	}
+	p := NewProcessor(pool, reg, NewEngine(reg, engineOpts...), nil, ProcessorOptions{BatchSize: batch, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 
 	var procRate, rowRate, peakMB, growthMB float64
 	for range b.N {
@@ -109,8 +119,8 @@ func BenchmarkApplyDeleteEntries(b *testing.B) {
 	b.ReportMetric(procRate/rowRate, "ratio")
 	b.ReportMetric(peakMB, "peak-heap-MB")
 	b.ReportMetric(growthMB, "heap-growth-MB")
-	b.Logf("%d entries (%d per master transaction), batch %d, added latency %v: processor %.0f entries/s, row at a time %.0f entries/s, ratio %.1fx, peak heap %.1f MB (+%.1f MB)",
-		n, per, batch, *benchLatency, procRate, rowRate, procRate/rowRate, peakMB, growthMB)
+	b.Logf("%d entries (%d per master transaction), batch %d, added latency %v, fk checks %s: processor %.0f entries/s, row at a time %.0f entries/s, ratio %.1fx, peak heap %.1f MB (+%.1f MB)",
+		n, per, batch, *benchLatency, *benchFK, procRate, rowRate, procRate/rowRate, peakMB, growthMB)
 }
 
 // loadUnitEntries creates units 1..n (rowwise.LoadUnits) and a delete-queue

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgoutpost/pgoutpost/cascade"
 	"github.com/pgoutpost/pgoutpost/internal/pgtest"
 	"github.com/pgoutpost/pgoutpost/registry"
 )
@@ -23,6 +24,24 @@ type slaveEnv struct {
 	pool *pgxpool.Pool
 	reg  *registry.Registry
 	obs  *recorder
+	// engine are the cascade options of the processor's engine.
+	engine []cascade.Option
+}
+
+// fkCheckModes runs a test with PostgreSQL's own foreign key checks and with
+// the engine's batch checks (cascade.BatchReferenceChecks), each on a new
+// slave.
+func fkCheckModes(t *testing.T, test func(t *testing.T, s *slaveEnv)) {
+	for _, m := range []struct {
+		name string
+		opts []cascade.Option
+	}{{"database", nil}, {"batch", []cascade.Option{cascade.BatchReferenceChecks()}}} {
+		t.Run("fk_checks="+m.name, func(t *testing.T) {
+			s := newSlave(t)
+			s.engine = m.opts
+			test(t, s)
+		})
+	}
 }
 
 func newSlave(t *testing.T) *slaveEnv {
@@ -42,7 +61,7 @@ func (s *slaveEnv) processor(opts ProcessorOptions) *Processor {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return NewProcessor(s.pool, s.reg, nil, nil, opts)
+	return NewProcessor(s.pool, s.reg, NewEngine(s.reg, s.engine...), nil, opts)
 }
 
 // enqueue inserts a queue row as the subscription would, and returns its entry.
@@ -130,148 +149,151 @@ INSERT INTO userapp_comment (id, body, unit_id, parent_id) VALUES (1, 'a', 1, NU
 `
 
 func TestApplyDeleteCascades(t *testing.T) {
-	s := newSlave(t)
-	pgtest.Exec(t, s.db.DSN, unitFixture)
-	// The slave's synced tables have the write guard, which the processing
-	// transactions pass (registry.MarkCascade).
-	var synced []registry.TableName
-	for _, tb := range s.reg.Tables {
-		if tb.Kind.IsSynced() {
-			synced = append(synced, tb.Name)
+	fkCheckModes(t, func(t *testing.T, s *slaveEnv) {
+		pgtest.Exec(t, s.db.DSN, unitFixture)
+		// The slave's synced tables have the write guard, which the processing
+		// transactions pass (registry.MarkCascade).
+		var synced []registry.TableName
+		for _, tb := range s.reg.Tables {
+			if tb.Kind.IsSynced() {
+				synced = append(synced, tb.Name)
+			}
 		}
-	}
-	if _, err := InstallGuard(context.Background(), s.pool, synced, false); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.pool.Exec(context.Background(), "DELETE FROM catalog_unit WHERE id = 3"); err == nil {
-		t.Fatal("the guard let an ordinary session delete a synced row")
-	}
-	p := s.processor(ProcessorOptions{})
-	e := del(t, s.pool, 7, "catalog_unit", 1)
-	gone := del(t, s.pool, 8, "catalog_unit", 99)
-	apply(t, p, txnOf(e), txnOf(gone))
+		if _, err := InstallGuard(context.Background(), s.pool, synced, false); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.pool.Exec(context.Background(), "DELETE FROM catalog_unit WHERE id = 3"); err == nil {
+			t.Fatal("the guard let an ordinary session delete a synced row")
+		}
+		p := s.processor(ProcessorOptions{})
+		e := del(t, s.pool, 7, "catalog_unit", 1)
+		gone := del(t, s.pool, 8, "catalog_unit", 99)
+		apply(t, p, txnOf(e), txnOf(gone))
 
-	for _, c := range []struct {
-		sql  string
-		want int64
-	}{
-		{"SELECT count(*) FROM catalog_unit WHERE id = 1", 0},
-		{"SELECT count(*) FROM catalog_marker WHERE unit_id = 1", 0},
-		{"SELECT count(*) FROM userapp_report WHERE unit_id = 1", 0},
-		{"SELECT count(*) FROM userapp_reportline WHERE report_id IN (100, 101)", 0},
-		{"SELECT count(*) FROM userapp_comment WHERE id IN (1, 2)", 0}, // 2 through its parent
-		{"SELECT count(*) FROM catalog_unit", 2},
-		{"SELECT count(*) FROM userapp_reportline", 1},
-		{"SELECT count(*) FROM pgoutpost.delete_queue", 0},
-		{"SELECT count(*) FROM pgoutpost.dead_letter", 0},
-	} {
-		if n := count(t, s.pool, c.sql); n != c.want {
-			t.Errorf("%s = %d, want %d", c.sql, n, c.want)
+		for _, c := range []struct {
+			sql  string
+			want int64
+		}{
+			{"SELECT count(*) FROM catalog_unit WHERE id = 1", 0},
+			{"SELECT count(*) FROM catalog_marker WHERE unit_id = 1", 0},
+			{"SELECT count(*) FROM userapp_report WHERE unit_id = 1", 0},
+			{"SELECT count(*) FROM userapp_reportline WHERE report_id IN (100, 101)", 0},
+			{"SELECT count(*) FROM userapp_comment WHERE id IN (1, 2)", 0}, // 2 through its parent
+			{"SELECT count(*) FROM catalog_unit", 2},
+			{"SELECT count(*) FROM userapp_reportline", 1},
+			{"SELECT count(*) FROM pgoutpost.delete_queue", 0},
+			{"SELECT count(*) FROM pgoutpost.dead_letter", 0},
+		} {
+			if n := count(t, s.pool, c.sql); n != c.want {
+				t.Errorf("%s = %d, want %d", c.sql, n, c.want)
+			}
 		}
-	}
-	if n := s.obs.get("delete public.catalog_unit applied"); n != 1 {
-		t.Errorf("applied entries: %d, want 1 (%v)", n, s.obs.results)
-	}
-	if n := s.obs.get("delete public.catalog_unit gone"); n != 1 {
-		t.Errorf("gone entries: %d, want 1 (%v)", n, s.obs.results)
-	}
-	if n := s.obs.rows["public.userapp_reportline deleted"]; n != 3 {
-		t.Errorf("cascade rows of userapp_reportline: %d, want 3 (%v)", n, s.obs.rows)
-	}
+		if n := s.obs.get("delete public.catalog_unit applied"); n != 1 {
+			t.Errorf("applied entries: %d, want 1 (%v)", n, s.obs.results)
+		}
+		if n := s.obs.get("delete public.catalog_unit gone"); n != 1 {
+			t.Errorf("gone entries: %d, want 1 (%v)", n, s.obs.results)
+		}
+		if n := s.obs.rows["public.userapp_reportline deleted"]; n != 3 {
+			t.Errorf("cascade rows of userapp_reportline: %d, want 3 (%v)", n, s.obs.rows)
+		}
+	})
 }
 
 func TestApplyDjangoRestrictExample(t *testing.T) {
-	// Django's docs: deleting an artist deletes its albums and songs, though
-	// a song's album is RESTRICT, because the song goes too.
-	s := newSlave(t)
-	pgtest.Exec(t, s.db.DSN, `
+	fkCheckModes(t, func(t *testing.T, s *slaveEnv) {
+		// Django's docs: deleting an artist deletes its albums and songs, though
+		// a song's album is RESTRICT, because the song goes too.
+		pgtest.Exec(t, s.db.DSN, `
 INSERT INTO catalog_artist (id, name) VALUES (1, 'a'), (2, 'b');
 INSERT INTO userapp_album (id, name, artist_id) VALUES (1, 'x', 1), (2, 'y', 2);
 INSERT INTO userapp_song (id, name, artist_id, album_id) VALUES (1, 's', 1, 1), (2, 't', 1, 2);`)
-	p := s.processor(ProcessorOptions{})
-	// Artist 1 has a song on artist 2's album: deleting artist 2 alone is
-	// restricted by song 2 (album 2 is deleted, song 2 is not: its artist
-	// stays), deleting both in one master transaction is not.
-	a2 := del(t, s.pool, 1, "catalog_artist", 2)
-	apply(t, p, txnOf(a2))
-	if dl := deadLetters(t, s.pool); len(dl) != 1 || !strings.Contains(dl[a2.ID], "restricted") || !strings.Contains(dl[a2.ID], "userapp_song(2)") {
-		t.Fatalf("dead letters %v, want artist 2 restricted by song 2", dl)
-	}
-	if _, err := Retry(context.Background(), s.pool, nil, true); err != nil {
-		t.Fatal(err)
-	}
-	a1 := del(t, s.pool, 2, "catalog_artist", 1)
-	apply(t, p, txnOf(a1, Entry{Queue: a2.Queue, ID: a2.ID, Table: a2.Table, PK: a2.PK, Op: a2.Op, Xid: 2}))
-	if n := count(t, s.pool, "SELECT count(*) FROM catalog_artist") + count(t, s.pool, "SELECT count(*) FROM userapp_album") + count(t, s.pool, "SELECT count(*) FROM userapp_song"); n != 0 {
-		t.Errorf("%d artists, albums and songs left, want none", n)
-	}
-	if dl := deadLetters(t, s.pool); len(dl) != 0 {
-		t.Errorf("dead letters: %v", dl)
-	}
+		p := s.processor(ProcessorOptions{})
+		// Artist 1 has a song on artist 2's album: deleting artist 2 alone is
+		// restricted by song 2 (album 2 is deleted, song 2 is not: its artist
+		// stays), deleting both in one master transaction is not.
+		a2 := del(t, s.pool, 1, "catalog_artist", 2)
+		apply(t, p, txnOf(a2))
+		if dl := deadLetters(t, s.pool); len(dl) != 1 || !strings.Contains(dl[a2.ID], "restricted") || !strings.Contains(dl[a2.ID], "userapp_song(2)") {
+			t.Fatalf("dead letters %v, want artist 2 restricted by song 2", dl)
+		}
+		if _, err := Retry(context.Background(), s.pool, nil, true); err != nil {
+			t.Fatal(err)
+		}
+		a1 := del(t, s.pool, 2, "catalog_artist", 1)
+		apply(t, p, txnOf(a1, Entry{Queue: a2.Queue, ID: a2.ID, Table: a2.Table, PK: a2.PK, Op: a2.Op, Xid: 2}))
+		if n := count(t, s.pool, "SELECT count(*) FROM catalog_artist") + count(t, s.pool, "SELECT count(*) FROM userapp_album") + count(t, s.pool, "SELECT count(*) FROM userapp_song"); n != 0 {
+			t.Errorf("%d artists, albums and songs left, want none", n)
+		}
+		if dl := deadLetters(t, s.pool); len(dl) != 0 {
+			t.Errorf("dead letters: %v", dl)
+		}
+	})
 }
 
 func TestProtectGoesToDeadLetterAndRetryApplies(t *testing.T) {
-	ctx := context.Background()
-	s := newSlave(t)
-	pgtest.Exec(t, s.db.DSN, unitFixture)
-	p := s.processor(ProcessorOptions{})
-	// Unit 3's marker 30 is protected by report 300 (which unit 3's own
-	// cascade would delete: PROTECT holds all the same, as in Django).
-	bad := del(t, s.pool, 1, "catalog_unit", 3)
-	later := del(t, s.pool, 2, "catalog_unit", 2)
-	apply(t, p, txnOf(bad), txnOf(later))
+	fkCheckModes(t, func(t *testing.T, s *slaveEnv) {
+		ctx := context.Background()
+		pgtest.Exec(t, s.db.DSN, unitFixture)
+		p := s.processor(ProcessorOptions{})
+		// Unit 3's marker 30 is protected by report 300 (which unit 3's own
+		// cascade would delete: PROTECT holds all the same, as in Django).
+		bad := del(t, s.pool, 1, "catalog_unit", 3)
+		later := del(t, s.pool, 2, "catalog_unit", 2)
+		apply(t, p, txnOf(bad), txnOf(later))
 
-	dl := deadLetters(t, s.pool)
-	reason := dl[bad.ID]
-	for _, want := range []string{"protected", "public.userapp_report(300)", "catalog_marker(30)", "PROTECT"} {
-		if !strings.Contains(reason, want) {
-			t.Errorf("dead letter reason %q lacks %q", reason, want)
+		dl := deadLetters(t, s.pool)
+		reason := dl[bad.ID]
+		for _, want := range []string{"protected", "public.userapp_report(300)", "catalog_marker(30)", "PROTECT"} {
+			if !strings.Contains(reason, want) {
+				t.Errorf("dead letter reason %q lacks %q", reason, want)
+			}
 		}
-	}
-	if len(dl) != 1 {
-		t.Errorf("dead letters: %v", dl)
-	}
-	if n := count(t, s.pool, "SELECT count(*) FROM catalog_unit WHERE id IN (2, 3)"); n != 1 {
-		t.Errorf("units 2 and 3: %d left, want 1 (3, protected)", n)
-	}
-	if n := count(t, s.pool, "SELECT count(*) FROM pgoutpost.delete_queue"); n != 0 {
-		t.Errorf("delete_queue holds %d entries, want 0", n)
-	}
-	if n := s.obs.get("delete public.catalog_unit dead"); n != 1 {
-		t.Errorf("dead entries: %d (%v)", n, s.obs.results)
-	}
+		if len(dl) != 1 {
+			t.Errorf("dead letters: %v", dl)
+		}
+		if n := count(t, s.pool, "SELECT count(*) FROM catalog_unit WHERE id IN (2, 3)"); n != 1 {
+			t.Errorf("units 2 and 3: %d left, want 1 (3, protected)", n)
+		}
+		if n := count(t, s.pool, "SELECT count(*) FROM pgoutpost.delete_queue"); n != 0 {
+			t.Errorf("delete_queue holds %d entries, want 0", n)
+		}
+		if n := s.obs.get("delete public.catalog_unit dead"); n != 1 {
+			t.Errorf("dead entries: %d (%v)", n, s.obs.results)
+		}
 
-	st, err := ReadStatus(ctx, s.pool, false, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(st.DeadLetters) != 1 || st.DeadLetters[0].EntryID != bad.ID || st.Queues[0].DeadLetters != 1 {
-		t.Errorf("status: %+v", st)
-	}
+		st, err := ReadStatus(ctx, s.pool, false, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.DeadLetters) != 1 || st.DeadLetters[0].EntryID != bad.ID || st.Queues[0].DeadLetters != 1 {
+			t.Errorf("status: %+v", st)
+		}
 
-	// The user fixes the data, then retries.
-	pgtest.Exec(t, s.db.DSN, "UPDATE userapp_report SET marker_id = NULL WHERE id = 300")
-	n, err := Retry(ctx, s.pool, []string{bad.ID}, false)
-	if err != nil || n != 1 {
-		t.Fatalf("Retry: %d, %v", n, err)
-	}
-	if _, err := Retry(ctx, s.pool, []string{"00000000-0000-7000-8000-000000000000"}, false); err == nil {
-		t.Error("Retry of an unknown id: no error")
-	}
-	txns, err := p.Pending(ctx, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(txns) != 1 || len(txns[0].Entries) != 1 || txns[0].Entries[0].ID != bad.ID || txns[0].Entries[0].Xid != 1 {
-		t.Fatalf("Pending after retry: %+v", txns)
-	}
-	apply(t, p, txns...)
-	if n := count(t, s.pool, "SELECT count(*) FROM catalog_unit WHERE id = 3"); n != 0 {
-		t.Error("unit 3 not deleted after retry")
-	}
-	if dl := deadLetters(t, s.pool); len(dl) != 0 {
-		t.Errorf("dead letters after retry: %v", dl)
-	}
+		// The user fixes the data, then retries.
+		pgtest.Exec(t, s.db.DSN, "UPDATE userapp_report SET marker_id = NULL WHERE id = 300")
+		n, err := Retry(ctx, s.pool, []string{bad.ID}, false)
+		if err != nil || n != 1 {
+			t.Fatalf("Retry: %d, %v", n, err)
+		}
+		if _, err := Retry(ctx, s.pool, []string{"00000000-0000-7000-8000-000000000000"}, false); err == nil {
+			t.Error("Retry of an unknown id: no error")
+		}
+		txns, err := p.Pending(ctx, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(txns) != 1 || len(txns[0].Entries) != 1 || txns[0].Entries[0].ID != bad.ID || txns[0].Entries[0].Xid != 1 {
+			t.Fatalf("Pending after retry: %+v", txns)
+		}
+		apply(t, p, txns...)
+		if n := count(t, s.pool, "SELECT count(*) FROM catalog_unit WHERE id = 3"); n != 0 {
+			t.Error("unit 3 not deleted after retry")
+		}
+		if dl := deadLetters(t, s.pool); len(dl) != 0 {
+			t.Errorf("dead letters after retry: %v", dl)
+		}
+	})
 }
 
 func TestBadEntriesGoToDeadLetter(t *testing.T) {
@@ -438,29 +460,30 @@ func TestPendingGroupsByTransaction(t *testing.T) {
 }
 
 func TestDeferredConstraintAtCommitGoesToDeadLetter(t *testing.T) {
-	s := newSlave(t)
-	pgtest.Exec(t, s.db.DSN, unitFixture)
-	// Configure userapp_report.unit_id as DO_NOTHING: Django leaves the
-	// report, and its deferred foreign key fails at COMMIT.
-	unit := s.reg.Table(registry.TableName{Schema: "public", Name: "catalog_unit"})
-	for _, fk := range unit.Incoming {
-		if fk.From.Name == "userapp_report" {
-			fk.OnDelete = registry.OnDelete{Rule: registry.DoNothing}
+	fkCheckModes(t, func(t *testing.T, s *slaveEnv) {
+		pgtest.Exec(t, s.db.DSN, unitFixture)
+		// Configure userapp_report.unit_id as DO_NOTHING: Django leaves the
+		// report, and its deferred foreign key fails at COMMIT.
+		unit := s.reg.Table(registry.TableName{Schema: "public", Name: "catalog_unit"})
+		for _, fk := range unit.Incoming {
+			if fk.From.Name == "userapp_report" {
+				fk.OnDelete = registry.OnDelete{Rule: registry.DoNothing}
+			}
 		}
-	}
-	p := s.processor(ProcessorOptions{})
-	// Unit 1 has reports, unit 99 is gone, a unit without reports goes.
-	pgtest.Exec(t, s.db.DSN, "INSERT INTO catalog_unit (id, name) VALUES (4, 'u4')")
-	withReports := del(t, s.pool, 1, "catalog_unit", 1)
-	plain := del(t, s.pool, 1, "catalog_unit", 4)
-	apply(t, p, txnOf(withReports, plain), txnOf(del(t, s.pool, 2, "catalog_unit", 99)))
-	dl := deadLetters(t, s.pool)
-	if len(dl) != 1 || !strings.Contains(dl[withReports.ID], "foreign key") || !strings.Contains(dl[withReports.ID], "userapp_report") {
-		t.Errorf("dead letters %v, want unit 1's with the violated foreign key of userapp_report", dl)
-	}
-	if n := count(t, s.pool, "SELECT count(*) FROM catalog_unit WHERE id IN (1, 4)"); n != 1 {
-		t.Errorf("units 1 and 4: %d left, want 1 (unit 1)", n)
-	}
+		p := s.processor(ProcessorOptions{})
+		// Unit 1 has reports, unit 99 is gone, a unit without reports goes.
+		pgtest.Exec(t, s.db.DSN, "INSERT INTO catalog_unit (id, name) VALUES (4, 'u4')")
+		withReports := del(t, s.pool, 1, "catalog_unit", 1)
+		plain := del(t, s.pool, 1, "catalog_unit", 4)
+		apply(t, p, txnOf(withReports, plain), txnOf(del(t, s.pool, 2, "catalog_unit", 99)))
+		dl := deadLetters(t, s.pool)
+		if len(dl) != 1 || !strings.Contains(dl[withReports.ID], "foreign key") || !strings.Contains(dl[withReports.ID], "userapp_report") {
+			t.Errorf("dead letters %v, want unit 1's with the violated foreign key of userapp_report", dl)
+		}
+		if n := count(t, s.pool, "SELECT count(*) FROM catalog_unit WHERE id IN (1, 4)"); n != 1 {
+			t.Errorf("units 1 and 4: %d left, want 1 (unit 1)", n)
+		}
+	})
 }
 
 // TestHugeKeyReasonIsCapped: an entry with a 1 MB key is dead-lettered with

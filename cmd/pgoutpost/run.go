@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/pgoutpost/pgoutpost/cascade"
 	"github.com/pgoutpost/pgoutpost/config"
 	"github.com/pgoutpost/pgoutpost/internal/connstr"
 	"github.com/pgoutpost/pgoutpost/queue"
@@ -101,7 +102,14 @@ grace period.`, &g)
 	}
 	defer snk.Close()
 
-	proc := queue.NewProcessor(pool, reg, queue.NewEngine(reg), snk, queue.ProcessorOptions{
+	var engineOpts []cascade.Option
+	if cfg.Queue.FKChecks == config.FKChecksBatch {
+		if err := cascade.CheckReplicaRole(ctx, pool); err != nil {
+			return fmt.Errorf("queue.fk_checks: batch: %w", err)
+		}
+		engineOpts = append(engineOpts, cascade.BatchReferenceChecks())
+	}
+	proc := queue.NewProcessor(pool, reg, queue.NewEngine(reg, engineOpts...), snk, queue.ProcessorOptions{
 		Env:        cfg.Environment,
 		SystemID:   systemID,
 		BatchSize:  cfg.Queue.BatchSize,

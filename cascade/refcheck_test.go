@@ -1,0 +1,169 @@
+package cascade_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/pgoutpost/pgoutpost/cascade"
+	"github.com/pgoutpost/pgoutpost/internal/pgtest"
+	"github.com/pgoutpost/pgoutpost/registry"
+)
+
+// TestBatchReferenceChecks: with BatchReferenceChecks a deletion that leaves
+// nothing for PostgreSQL's checks to object to runs under the replica role
+// (a row trigger of the application does not fire) and ends with the role
+// restored; one that does leave something — a reference from a table the
+// registry does not read, an update rule's value with no row to reference —
+// comes out exactly as it does with PostgreSQL's own checks, which judge it
+// on a second run.
+func TestBatchReferenceChecks(t *testing.T) {
+	db := pgtest.NewDB(t, pgtest.Slave(t))
+	pgtest.LoadDjangoSchema(t, db)
+	pgtest.Exec(t, db.DSN, `
+		CREATE TABLE t_p (id integer PRIMARY KEY);
+		CREATE TABLE t_c (id integer PRIMARY KEY,
+			p_id integer REFERENCES t_p DEFERRABLE INITIALLY DEFERRED,
+			d_id integer DEFAULT 99 REFERENCES t_p DEFERRABLE INITIALLY DEFERRED);
+		CREATE TABLE t_fired (n integer);
+		CREATE FUNCTION t_fire() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO t_fired VALUES (1); RETURN NULL; END $$;
+		CREATE TRIGGER t_fire AFTER DELETE ON t_c FOR EACH ROW EXECUTE FUNCTION t_fire();
+		CREATE SCHEMA t_other;
+		CREATE TABLE t_other.cascading (id integer PRIMARY KEY, p_id integer REFERENCES public.t_p ON DELETE CASCADE);
+		CREATE TABLE t_other.blocking (id integer PRIMARY KEY, p_id integer REFERENCES public.t_p);
+		CREATE TABLE t_q (id integer PRIMARY KEY);
+		CREATE TABLE t_q_child () INHERITS (t_q);
+		ALTER TABLE t_q_child ADD PRIMARY KEY (id);
+		CREATE TABLE t_other.child_ref (id integer PRIMARY KEY, q_id integer REFERENCES public.t_q_child ON DELETE CASCADE);`)
+	pool := pgtest.Pool(t, db.DSN)
+	ctx := context.Background()
+	reg := buildRegistry(t, pool, map[string]registry.OnDelete{
+		"t_c.p_id": on(registry.Cascade),
+		"t_c.d_id": on(registry.SetDefault),
+	})
+	modes := map[string]*cascade.Engine{
+		"database": cascade.New(reg),
+		"batch":    cascade.New(reg, cascade.BatchReferenceChecks()),
+	}
+	type outcome struct {
+		err       error
+		rechecked bool
+		fired     int
+		left      string // the rows left, rendered
+	}
+	run := func(t *testing.T, e *cascade.Engine, table, fixture string, commit bool) outcome {
+		t.Helper()
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx) //nolint:errcheck
+		// A case that commits leaves its rows for the next: start empty.
+		if _, err := tx.Exec(ctx, "TRUNCATE t_p, t_q, t_q_child, t_c, t_fired, t_other.cascading, t_other.blocking, t_other.child_ref; "+fixture); err != nil {
+			t.Fatalf("fixture: %v", err)
+		}
+		var o outcome
+		res, err := e.Delete(ctx, tx, public(table), []cascade.Key{{"1"}})
+		o.err = err
+		if err == nil {
+			o.rechecked = res.Rechecked
+		}
+		var role string
+		if err := tx.QueryRow(ctx, "SELECT current_setting('session_replication_role')").Scan(&role); err != nil {
+			t.Fatalf("after the delete: %v", err)
+		}
+		if role != "origin" {
+			t.Errorf("session_replication_role = %s after the delete, want origin", role)
+		}
+		if err := tx.QueryRow(ctx, `SELECT (SELECT count(*) FROM t_fired),
+			concat_ws(' ', (SELECT string_agg('p' || id, ',' ORDER BY id) FROM ONLY t_p), (SELECT string_agg('q' || id, ',' ORDER BY id) FROM t_q), (SELECT string_agg('c' || id || '/' || coalesce(d_id::text, '-'), ',' ORDER BY id) FROM t_c),
+			(SELECT string_agg('oc' || id, ',') FROM t_other.cascading), (SELECT string_agg('ob' || id, ',') FROM t_other.blocking),
+			(SELECT string_agg('or' || id, ',') FROM t_other.child_ref))`).Scan(&o.fired, &o.left); err != nil {
+			t.Fatal(err)
+		}
+		if commit && o.err == nil {
+			o.err = cascade.TranslateError(tx.Commit(ctx))
+		}
+		return o
+	}
+	cases := []struct {
+		name      string
+		table     string // deleted from: t_p when empty
+		fixture   string
+		commit    bool
+		wantErr   error
+		left      string
+		rechecked bool // in batch mode
+	}{
+		{name: "nothing to object to", commit: true,
+			fixture: "INSERT INTO t_p VALUES (1), (2), (99); INSERT INTO t_c VALUES (1, 1, NULL), (2, 2, 1)",
+			left:    "p2,p99 c2/99"},
+		{name: "a constraint's own cascade on a table the registry does not read", commit: true, rechecked: true,
+			fixture: "INSERT INTO t_p VALUES (1), (2); INSERT INTO t_other.cascading VALUES (1, 1), (2, 2)",
+			left:    "p2 oc2"},
+		{name: "a reference PostgreSQL refuses at once", wantErr: cascade.ErrDanglingReference,
+			fixture: "INSERT INTO t_p VALUES (1); INSERT INTO t_other.blocking VALUES (1, 1)",
+			left:    "p1 ob1"},
+		{name: "a row of an inheritance child, referenced from a table the registry does not read", commit: true, rechecked: true,
+			table:   "t_q",
+			fixture: "INSERT INTO t_q VALUES (2); INSERT INTO t_q_child VALUES (1); INSERT INTO t_other.child_ref VALUES (1, 1)",
+			left:    "q2"},
+		{name: "SET_DEFAULT to a row that does not exist fails at commit", commit: true, wantErr: cascade.ErrDanglingReference, rechecked: true,
+			fixture: "INSERT INTO t_p VALUES (1), (2); INSERT INTO t_c VALUES (2, 2, 1)",
+			left:    "p2 c2/99"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := map[string]outcome{}
+			for name, e := range modes {
+				table := tc.table
+				if table == "" {
+					table = "t_p"
+				}
+				o := run(t, e, table, tc.fixture, tc.commit)
+				got[name] = o
+				if !errors.Is(o.err, tc.wantErr) || (tc.wantErr == nil) != (o.err == nil) {
+					t.Errorf("%s checks: error %v, want %v", name, o.err, tc.wantErr)
+				}
+				if o.left != tc.left {
+					t.Errorf("%s checks: rows left %q, want %q", name, o.left, tc.left)
+				}
+			}
+			db, batch := got["database"], got["batch"]
+			if tc.wantErr == nil && !tc.rechecked {
+				// Deleting c1 fires the row trigger unless the batch
+				// checks ran under the replica role.
+				if db.fired != 1 || batch.fired != 0 {
+					t.Errorf("row trigger fired %d times with the database's checks and %d with batch checks, want 1 and 0", db.fired, batch.fired)
+				}
+			}
+			if db.rechecked {
+				t.Error("Rechecked without BatchReferenceChecks")
+			}
+			if tc.wantErr == nil && batch.rechecked != tc.rechecked {
+				t.Errorf("batch checks: Rechecked = %v, want %v", batch.rechecked, tc.rechecked)
+			}
+		})
+	}
+
+	t.Run("a role that may not set the replica role is told so", func(t *testing.T) {
+		pgtest.Exec(t, db.DSN, `DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgoutpost_test_plain') THEN CREATE ROLE pgoutpost_test_plain; END IF; END $$;
+			GRANT SELECT, DELETE, UPDATE ON ALL TABLES IN SCHEMA public TO pgoutpost_test_plain`)
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx) //nolint:errcheck
+		if _, err := tx.Exec(ctx, "INSERT INTO t_p VALUES (1); SET LOCAL ROLE pgoutpost_test_plain"); err != nil {
+			t.Fatal(err)
+		}
+		_, err = modes["batch"].Delete(ctx, tx, public("t_p"), []cascade.Key{{"1"}})
+		if err == nil || !strings.Contains(err.Error(), "session_replication_role") {
+			t.Fatalf("Delete as a plain role: %v, want an error naming session_replication_role", err)
+		}
+		if _, err := tx.Exec(ctx, "SELECT 1"); err != nil {
+			t.Errorf("transaction unusable after the error: %v", err)
+		}
+	})
+}
