@@ -37,6 +37,7 @@ var (
 	flagProtected = flag.Int("faults.protected", 5, "PROTECT conflicts planted (each must end as exactly one dead letter)")
 	flagDuration  = flag.Duration("faults.duration", 90*time.Second, "how long the workload is spread over")
 	flagDrain     = flag.Duration("faults.drain", 4*time.Minute, "bound of the wait for the queues to drain after the workload")
+	flagFKChecks  = flag.String("faults.fk-checks", "", "the sidecar's queue.fk_checks (database or batch); by default TestFaults runs with database and TestFaultsLeaderStop with batch")
 )
 
 // fault is one scheduled fault, at an offset from the workload's start.
@@ -67,7 +68,10 @@ func schedule(rng *rand.Rand, d time.Duration, kills int, cluster bool) []fault 
 func TestFaults(t *testing.T) { runFaults(t, false) }
 
 // TestFaultsLeaderStop is TestFaults on a three-node JetStream cluster with
-// an R3 stream, whose leader is stopped twice during the workload.
+// an R3 stream, whose leader is stopped twice during the workload. Its
+// sidecar checks foreign keys in batches (queue.fk_checks: batch), so the
+// suite holds both ways of checking to the same count of lost and
+// duplicated work.
 func TestFaultsLeaderStop(t *testing.T) { runFaults(t, true) }
 
 func runFaults(t *testing.T, cluster bool) {
@@ -84,6 +88,16 @@ func runFaults(t *testing.T, cluster bool) {
 	if cluster {
 		e = newClusterEnv(t, "faults")
 	}
+	fkChecks := *flagFKChecks
+	if fkChecks == "" {
+		fkChecks = "database"
+		if cluster {
+			fkChecks = "batch"
+		}
+	}
+	t.Logf("queue.fk_checks: %s", fkChecks)
+	e.slaveValues.FKChecks = fkChecks
+	e.slaveCfg = e.writeConfig(t, e.slaveValues)
 	m := newModel(rng, *flagChanges, *flagProtected)
 	e.setupMaster(t, ctx, int(m.units), int(m.outcomes))
 	e.setupSlave(t)

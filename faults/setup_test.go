@@ -91,9 +91,14 @@ sidecar:
 nats:
   url: "{{.NATS}}"
 {{- end}}
-{{- if .LargeTxn}}
+{{- if or .LargeTxn .FKChecks}}
 queue:
+{{- if .LargeTxn}}
   large_transaction: {{.LargeTxn}}
+{{- end}}
+{{- if .FKChecks}}
+  fk_checks: {{.FKChecks}}
+{{- end}}
 {{- end}}
 models:
   - name: public.shop_category
@@ -118,7 +123,8 @@ relations:
 
 type configValues struct {
 	Environment, Role, DSN, Master, NATS, Listen string
-	LargeTxn                                     int // queue.large_transaction; the default when 0
+	LargeTxn                                     int    // queue.large_transaction; the default when 0
+	FKChecks                                     string // queue.fk_checks; the default when ""
 }
 
 // env is a master and a slave database, a NATS server and the pgoutpost
@@ -131,6 +137,7 @@ type env struct {
 	nats                   *natsembed.Server
 	cluster                *natsembed.Cluster // when set, the sidecar and the consumer use it, not nats
 	masterConfig, slaveCfg string
+	slaveValues            configValues // what slaveCfg was written from
 	listen                 string
 }
 
@@ -194,10 +201,11 @@ func newEnvWith(t testing.TB, name string, cluster *natsembed.Cluster) *env {
 	e.listen = l.Addr().String()
 	l.Close()
 	e.masterConfig = e.writeConfig(t, configValues{Environment: "master", Role: "master", DSN: e.master.DSN})
-	e.slaveCfg = e.writeConfig(t, configValues{
+	e.slaveValues = configValues{
 		Environment: name, Role: "slave", DSN: e.slave.DSN,
 		Master: e.master.ConnInfo(), NATS: e.natsURL(), Listen: e.listen,
-	})
+	}
+	e.slaveCfg = e.writeConfig(t, e.slaveValues)
 	return e
 }
 

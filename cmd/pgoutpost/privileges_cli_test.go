@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -144,6 +146,25 @@ func TestCommandsAsLeastPrivilegedRoles(t *testing.T) {
 	}
 	mustRun(t, "guard", "install", "--all", "--config", scfg)
 	mustRun(t, "guard", "remove", "--all", "--config", scfg)
+
+	// queue.fk_checks: batch also needs SET on session_replication_role,
+	// which validate names with its grant, and which that grant gives.
+	data, err := os.ReadFile(scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bcfg := filepath.Join(t.TempDir(), "batch.yaml")
+	if err := os.WriteFile(bcfg, append(data, "queue:\n  fk_checks: batch\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	grant := "GRANT SET ON PARAMETER session_replication_role TO " + pgx.Identifier{"lp_s_" + slave.Name}.Sanitize()
+	if out := mustRun(t, "validate", "--config", bcfg); !strings.Contains(out, grant) {
+		t.Errorf("validate with fk_checks: batch does not give %q:\n%s", grant, out)
+	}
+	pgtest.Exec(t, slave.DSN, grant)
+	if out := mustRun(t, "validate", "--config", bcfg); strings.Contains(out, "session_replication_role") {
+		t.Errorf("validate with fk_checks: batch after the grant:\n%s", out)
+	}
 	if version >= 160000 {
 		mustRun(t, "subscription", "drop", "--config", scfg)
 	}

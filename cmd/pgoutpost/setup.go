@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgoutpost/pgoutpost/cascade"
 	"github.com/pgoutpost/pgoutpost/config"
 	"github.com/pgoutpost/pgoutpost/internal/connstr"
 	"github.com/pgoutpost/pgoutpost/registry"
@@ -149,6 +150,16 @@ func checkRegistry(ctx context.Context, e *env, g *globalFlags, cmd string) (*re
 	needs, err := replication.MissingPrivileges(ctx, s.conn, role, reg)
 	if err != nil {
 		return nil, nil, err
+	}
+	if role == "slave" && s.cfg.Queue.FKChecks == config.FKChecksBatch {
+		if err := cascade.CheckReplicaRole(ctx, s.conn); err != nil {
+			var user string
+			if err := s.conn.QueryRow(ctx, "SELECT current_user").Scan(&user); err != nil {
+				return nil, nil, err
+			}
+			needs = append(needs, replication.Need{Commands: "run (queue.fk_checks: batch)", What: "SET on session_replication_role",
+				Grant: "GRANT SET ON PARAMETER session_replication_role TO " + pgx.Identifier{user}.Sanitize(), Or: "a superuser, or queue.fk_checks: database"})
+		}
 	}
 	for _, n := range needs {
 		problems = append(problems, registry.Problem{Severity: registry.Warning, Subject: "privileges", Message: n.String()})
