@@ -18,7 +18,7 @@ import (
 // deletes, one query per deleted row and constraint at the statement's end or
 // at COMMIT: a NO ACTION constraint (Django's) even runs two, a look for
 // another row with the same key and then one for referencing rows. In
-// BenchmarkApplyDeleteEntries those checks take two thirds of the time. With
+// BenchmarkApplyDeleteEntries those checks take close to half the time. With
 // the option, DeleteAll runs its statements under session_replication_role =
 // replica, where those checks (and every other trigger that is not ENABLE
 // ALWAYS) do not fire, and checks each constraint once for the whole
