@@ -63,7 +63,10 @@ CREATE INDEX ON app_keeper (marker_id);
 // the slave's own outbox entries (the delete events of denormalize rows the
 // sidecar deleted). The subscription's apply worker runs with
 // session_replication_role = replica, so the outbox log sees only the rows
-// the sidecar writes, not those copied from the master.
+// the sidecar writes, not those copied from the master. The delete log's
+// triggers are ENABLE ALWAYS: with queue.fk_checks: batch the sidecar's
+// cascades run under the replica role too (the apply worker deletes no
+// model rows: their deletes are not published).
 const probes = `
 CREATE TABLE faults_deleted (tbl text NOT NULL, id bigint NOT NULL);
 CREATE FUNCTION faults_log_delete() RETURNS trigger LANGUAGE plpgsql AS
@@ -71,6 +74,9 @@ CREATE FUNCTION faults_log_delete() RETURNS trigger LANGUAGE plpgsql AS
 CREATE TRIGGER faults_deleted AFTER DELETE ON shop_unit FOR EACH ROW EXECUTE FUNCTION faults_log_delete();
 CREATE TRIGGER faults_deleted AFTER DELETE ON shop_marker FOR EACH ROW EXECUTE FUNCTION faults_log_delete();
 CREATE TRIGGER faults_deleted AFTER DELETE ON shop_outcome FOR EACH ROW EXECUTE FUNCTION faults_log_delete();
+ALTER TABLE shop_unit ENABLE ALWAYS TRIGGER faults_deleted;
+ALTER TABLE shop_marker ENABLE ALWAYS TRIGGER faults_deleted;
+ALTER TABLE shop_outcome ENABLE ALWAYS TRIGGER faults_deleted;
 CREATE TABLE faults_outbox (id uuid PRIMARY KEY, table_name text NOT NULL, pk jsonb NOT NULL, op text NOT NULL);
 CREATE FUNCTION faults_log_outbox() RETURNS trigger LANGUAGE plpgsql AS
   $$BEGIN INSERT INTO faults_outbox VALUES (NEW.id, NEW.table_name, NEW.pk, NEW.op); RETURN NEW; END$$;
