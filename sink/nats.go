@@ -383,7 +383,7 @@ func (p *NATS) ensureStream(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("create stream %s for %s on %s: %w", o.Stream, want, p.url, err)
 		}
-		p.warnings = StreamWarnings(cluster, st.CachedInfo().Config)
+		p.warnings = StreamWarnings(cluster, st.CachedInfo().Config, o.DuplicateWindow)
 		o.Logger.Info("nats stream created", "stream", o.Stream, "subjects", want, "replicas", replicas,
 			"storage", o.Storage, "duplicate_window", o.DuplicateWindow)
 		return nil
@@ -413,7 +413,7 @@ func (p *NATS) ensureStream(ctx context.Context) error {
 			return fmt.Errorf("%w: stream %s on %s does not fit (create_stream is off): %w",
 				ErrStreamConfig, o.Stream, p.url, errors.Join(problems...))
 		}
-		p.warnings = StreamWarnings(cluster, cfg)
+		p.warnings = StreamWarnings(cluster, cfg, o.DuplicateWindow)
 		if cfg.Duplicates < o.DuplicateWindow {
 			p.warnings = append(p.warnings, fmt.Sprintf("stream %s deduplicates over %s, less than nats.duplicate_window (%s): a republish after a longer outage of the sidecar is stored twice",
 				o.Stream, cfg.Duplicates, o.DuplicateWindow))
@@ -424,7 +424,7 @@ func (p *NATS) ensureStream(ctx context.Context) error {
 	// the default must not scale a stream someone sized on purpose.
 	rescale := !defaulted && cfg.Replicas != replicas
 	if covered && cfg.Duplicates >= o.DuplicateWindow && !rescale {
-		p.warnings = StreamWarnings(cluster, cfg)
+		p.warnings = StreamWarnings(cluster, cfg, o.DuplicateWindow)
 		return nil
 	}
 	if !covered {
@@ -446,7 +446,7 @@ func (p *NATS) ensureStream(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("update stream %s to take %s: %w", o.Stream, want, err)
 	}
-	p.warnings = StreamWarnings(cluster, st2.CachedInfo().Config)
+	p.warnings = StreamWarnings(cluster, st2.CachedInfo().Config, o.DuplicateWindow)
 	o.Logger.Info("nats stream updated", "stream", o.Stream, "subjects", cfg.Subjects, "duplicate_window", cfg.Duplicates,
 		"replicas", cfg.Replicas)
 	return nil
@@ -454,10 +454,15 @@ func (p *NATS) ensureStream(ctx context.Context) error {
 
 // StreamWarnings names what in a stream's configuration risks events on a
 // server of the NATS cluster named cluster ("" for a lone server): one
-// replica on a cluster, memory storage. It is the one judgement that
-// Connect logs, /readyz shows and the status command reports.
-func StreamWarnings(cluster string, cfg jetstream.StreamConfig) []string {
+// replica on a cluster, memory storage, a duplicate window shorter than the
+// configured window (an existing stream's max age caps it). It is the one
+// judgement that Connect logs, /readyz shows and the status command reports.
+func StreamWarnings(cluster string, cfg jetstream.StreamConfig, window time.Duration) []string {
 	var w []string
+	if window > 0 && cfg.Duplicates < window {
+		w = append(w, fmt.Sprintf("stream %s drops republished events as duplicates for %s only, less than nats.duplicate_window %s (its max_age %s caps the window): an event published again after a crash or an outage longer than that is stored twice",
+			cfg.Name, cfg.Duplicates, window, cfg.MaxAge))
+	}
 	if cluster != "" && cfg.Replicas <= 1 {
 		w = append(w, fmt.Sprintf("stream %s has a single replica on NATS cluster %q: while its server is down no event is published, and losing that server's disk loses the stream; give it %d (nats.replicas, or nats stream edit %s --replicas %d)",
 			cfg.Name, cluster, DefaultClusterReplicas, cfg.Name, DefaultClusterReplicas))
@@ -499,7 +504,7 @@ func InspectStream(ctx context.Context, opts Options) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("look up stream %s on %s: %w", opts.Stream, p.url, err)
 	}
-	return StreamWarnings(nc.ConnectedClusterName(), st.CachedInfo().Config), nil
+	return StreamWarnings(nc.ConnectedClusterName(), st.CachedInfo().Config, opts.DuplicateWindow), nil
 }
 
 // SubjectCovers reports whether every subject matching pattern also matches

@@ -320,6 +320,30 @@ func TestStreamConfigErrors(t *testing.T) {
 		connect(t, o)
 	})
 
+	t.Run("a max age shorter than the duplicate window is a warning", func(t *testing.T) {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SHORT", Subjects: []string{"short.>"}, MaxAge: 2 * time.Minute, Duplicates: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+		o := testOptions(srv.URL())
+		o.Stream, o.Env = "SHORT", "short"
+		p := connect(t, o)
+		st, err := js.Stream(ctx, "SHORT")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := st.CachedInfo().Config.Duplicates; d != 2*time.Minute {
+			t.Errorf("duplicate window %v, want the max age, 2m", d)
+		}
+		w := strings.Join(p.Warnings(), "\n")
+		if !strings.Contains(w, "stream SHORT drops republished events as duplicates for 2m0s only") {
+			t.Errorf("warnings %q do not name the short window", w)
+		}
+		inspected, err := sink.InspectStream(ctx, o)
+		if err != nil || fmt.Sprint(inspected) != fmt.Sprint(p.Warnings()) {
+			t.Errorf("InspectStream says %q (%v), Connect %q", inspected, err, p.Warnings())
+		}
+	})
+
 	t.Run("create adds our subjects to an existing stream", func(t *testing.T) {
 		o := testOptions(srv.URL())
 		o.Stream, o.Env = "OTHER", "qa"
