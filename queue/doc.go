@@ -24,7 +24,8 @@
 // through the subscription and also the slave's own outbox rows, and a
 // duplicate key would stop the subscription. UUIDv7 makes them unique without
 // coordination and orders them by time: 48 bits of milliseconds and 12 bits of
-// sub-millisecond fraction from the clock, then 62 random bits. Every row,
+// sub-millisecond fraction from the clock, then 62 bits with at least 52
+// random ones (all 62 with PostgreSQL 18's uuidv7()). Every row,
 // the triggers' and the outbox's, draws its own from pgoutpost.uuid_v7(),
 // which is PostgreSQL 18's uuidv7() where the server has it. Ids of later
 // statements sort after earlier ones (a statement takes more than the

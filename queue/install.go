@@ -256,11 +256,10 @@ func planBase(ctx context.Context, q querier, fns []function, tables bool) (p, f
 					"DROP FUNCTION " + pgx.Identifier{Schema, name}.Sanitize() + "()"})
 			}
 		}
-		for _, sig := range obsoleteFunctions {
-			name, args, _ := strings.Cut(strings.TrimSuffix(sig, ")"), "(")
-			if _, ok := procs[name]; ok {
-				fnDrops = append(fnDrops, Step{"drop function " + Schema + "." + sig + " (no longer used)",
-					"DROP FUNCTION IF EXISTS " + pgx.Identifier{Schema, name}.Sanitize() + "(" + args + ")"})
+		for _, f := range obsoleteFunctions {
+			if _, ok := procs[f.name]; ok {
+				fnDrops = append(fnDrops, Step{"drop function " + f.display() + " (no longer used)",
+					"DROP FUNCTION IF EXISTS " + pgx.Identifier{Schema, f.name}.Sanitize() + "(" + f.args + ")"})
 			}
 		}
 	}

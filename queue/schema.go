@@ -91,14 +91,15 @@ func (f function) sql() string {
 // of sub-millisecond fraction (method 3, as uuidv7() does) read once from
 // clock_timestamp() (the microsecond epoch times 4096/1000 is the 60-bit
 // number ms‖fraction, with the version nibble spliced in between by
-// overlay(… FOR 0)), the variant and 62 bits of random().
+// overlay(… FOR 0)), the variant and 62 bits from random() (a double: its
+// 52 significant bits are random, the lowest 10 are zero).
 //
 // random() and not gen_random_uuid(): each gen_random_uuid() asks the
 // operating system's strong generator, which measured 3.8 µs a call on
 // PostgreSQL 15 against under 1 µs for the whole id with random(), a
 // per-session generator that PostgreSQL seeds from the strong one when the
 // session first uses it. Two ids collide only if they share the same 60 time
-// bits (the same 1/4096 ms) and the same 62 random bits. On 18, uuidv7() costs
+// bits (the same 1/4096 ms) and the same 52 random bits. On 18, uuidv7() costs
 // 2.6 µs against 1.0 µs, but it also keeps the ids of one session increasing
 // within a microsecond; see the package doc.
 //
@@ -127,7 +128,7 @@ SELECT pg_catalog.encode(
 
 // obsoleteFunctions are functions of Schema that earlier versions installed
 // and that nothing calls any more; install drops them after the triggers.
-var obsoleteFunctions = []string{"uuid_v7_next(bytea, bigint, bigint)"}
+var obsoleteFunctions = []function{{name: "uuid_v7_next", args: "bytea, bigint, bigint"}}
 
 // skipQueue is the PL/pgSQL condition that pgoutpost.skip_queue is on.
 // Its operator is qualified (see tableFunctionTemplate).
