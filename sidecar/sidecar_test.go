@@ -324,6 +324,17 @@ func (ev *events) duplicates() []string {
 	return dup
 }
 
+// distinct returns the number of queue ids received.
+func (ev *events) distinct() int {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	seen := make(map[string]bool, len(ev.all))
+	for _, e := range ev.all {
+		seen[e.QueueID] = true
+	}
+	return len(seen)
+}
+
 func (ev *events) count() int {
 	ev.mu.Lock()
 	defer ev.mu.Unlock()
