@@ -198,6 +198,84 @@ func applyRowAtATime(ctx context.Context, pool *pgxpool.Pool, reg *registry.Regi
 	return tx.Commit(ctx)
 }
 
+// BenchmarkDeleteFloor is the floor under BenchmarkApplyDeleteEntries: the
+// same entries and rows, deleted by the fewest statements that know the
+// schema in advance, without a look at any other relation. Per -queue.batch
+// entries, in one transaction: the queue rows (dequeued in id order), then
+// the report lines, the reports and the units, each one DELETE of the whole
+// batch. With -queue.fk-checks database PostgreSQL's own foreign-key
+// triggers check every deleted row, as they do for the Processor by default;
+// with batch none runs (session_replication_role = replica), which is less
+// than the Processor's batch checks do. No drain that deletes these rows
+// with SQL on this server can be faster, so the rate bounds what any drain
+// with the same checks can reach here.
+//
+//	go test ./queue -run '^$' -bench DeleteFloor -benchtime 1x -queue.entries 5000 [-queue.fk-checks batch]
+func BenchmarkDeleteFloor(b *testing.B) {
+	n, batch := *benchEntries, *benchBatch
+	ctx := context.Background()
+	db := pgtest.NewDB(b, pgtest.Slave(b))
+	pgtest.LoadDjangoSchema(b, db)
+	pool := pgtest.Pool(b, db.DSN)
+	if _, err := Install(ctx, pool, InstallOptions{Role: registry.RoleSlave}, false); err != nil {
+		b.Fatal(err)
+	}
+	replica := false
+	switch *benchFK {
+	case "database":
+	case "batch":
+		replica = true
+	default:
+		b.Fatalf("-queue.fk-checks %q: want database or batch", *benchFK)
+	}
+	var rate float64
+	for range b.N {
+		b.StopTimer()
+		loadUnitEntries(b, pool, n, 1)
+		b.StartTimer()
+		start := time.Now()
+		for done := 0; done < n; {
+			err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+				if replica {
+					if _, err := tx.Exec(ctx, "SET LOCAL session_replication_role = replica"); err != nil {
+						return err
+					}
+				}
+				rows, _ := tx.Query(ctx, `DELETE FROM pgoutpost.delete_queue WHERE id IN (SELECT id FROM pgoutpost.delete_queue ORDER BY id LIMIT $1)
+RETURNING (pk->>'id')::bigint`, batch)
+				units, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+				if err != nil {
+					return fmt.Errorf("dequeue: %w", err)
+				}
+				if len(units) == 0 {
+					return fmt.Errorf("the queue is empty after %d of %d entries", done, n)
+				}
+				done += len(units)
+				for _, sql := range []string{
+					"DELETE FROM userapp_reportline l USING userapp_report r WHERE l.report_id = r.id AND r.unit_id = ANY($1::bigint[])",
+					"DELETE FROM userapp_report WHERE unit_id = ANY($1::bigint[])",
+					"DELETE FROM catalog_unit WHERE id = ANY($1::bigint[])",
+				} {
+					if _, err := tx.Exec(ctx, sql, units); err != nil {
+						return fmt.Errorf("%s: %w", sql, err)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		rate = float64(n) / time.Since(start).Seconds()
+		b.StopTimer()
+		checkAllDeleted(b, pool, n)
+		pgtest.Exec(b, db.DSN, "VACUUM ANALYZE")
+		b.StartTimer()
+	}
+	b.ReportMetric(rate, "floor-entries/s")
+	b.Logf("%d entries, %d a transaction, fk checks %s: the rows' set deletes %.0f entries/s", n, batch, *benchFK, rate)
+}
+
 // BenchmarkApplyDenormalizeEntries publishes denormalize entries of
 // catalog_outcome (one per master transaction) through the Processor to an
 // in-process NATS server and reports entries per second, end to end: read
