@@ -45,24 +45,11 @@ var (
 func BenchmarkApplyDeleteEntries(b *testing.B) {
 	n, batch, per := *benchEntries, *benchBatch, *benchTxnSize
 	ctx := context.Background()
-	db := pgtest.NewDB(b, pgtest.Slave(b))
-	pgtest.LoadDjangoSchema(b, db)
-	dsn := db.DSN
-	if *benchLatency > 0 {
-		dsn = netdelay.DSN(b, dsn, *benchLatency)
-	}
-	pool := pgtest.Pool(b, dsn)
-	if _, err := Install(ctx, pool, InstallOptions{Role: registry.RoleSlave}, false); err != nil {
-		b.Fatal(err)
-	}
+	db, pool := benchSlave(b, *benchLatency)
 	reg := djangoRegistry(b, pool)
 	var engineOpts []cascade.Option
-	switch *benchFK {
-	case "database":
-	case "batch":
+	if batchChecks(b) {
 		engineOpts = append(engineOpts, cascade.BatchReferenceChecks())
-	default:
-		b.Fatalf("-queue.fk-checks %q: want database or batch", *benchFK)
 	}
 	p := NewProcessor(pool, reg, NewEngine(reg, engineOpts...), nil, ProcessorOptions{BatchSize: batch, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 
@@ -125,6 +112,36 @@ func BenchmarkApplyDeleteEntries(b *testing.B) {
 
 // loadUnitEntries creates units 1..n (rowwise.LoadUnits) and a delete-queue
 // entry per unit, per entries to a master transaction.
+// benchSlave returns a new database of the slave cluster with the reference
+// schema and the slave's queues, and a pool to it whose messages are delayed
+// by latency (none when 0).
+func benchSlave(b *testing.B, latency time.Duration) (*pgtest.DB, *pgxpool.Pool) {
+	b.Helper()
+	db := pgtest.NewDB(b, pgtest.Slave(b))
+	pgtest.LoadDjangoSchema(b, db)
+	dsn := db.DSN
+	if latency > 0 {
+		dsn = netdelay.DSN(b, dsn, latency)
+	}
+	pool := pgtest.Pool(b, dsn)
+	if _, err := Install(context.Background(), pool, InstallOptions{Role: registry.RoleSlave}, false); err != nil {
+		b.Fatal(err)
+	}
+	return db, pool
+}
+
+// batchChecks reads -queue.fk-checks: true for batch, false for database.
+func batchChecks(b *testing.B) bool {
+	switch *benchFK {
+	case "database":
+		return false
+	case "batch":
+		return true
+	}
+	b.Fatalf("-queue.fk-checks %q: want database or batch", *benchFK)
+	return false
+}
+
 func loadUnitEntries(tb testing.TB, pool *pgxpool.Pool, n, per int) {
 	tb.Helper()
 	ctx := context.Background()
@@ -214,20 +231,8 @@ func applyRowAtATime(ctx context.Context, pool *pgxpool.Pool, reg *registry.Regi
 func BenchmarkDeleteFloor(b *testing.B) {
 	n, batch := *benchEntries, *benchBatch
 	ctx := context.Background()
-	db := pgtest.NewDB(b, pgtest.Slave(b))
-	pgtest.LoadDjangoSchema(b, db)
-	pool := pgtest.Pool(b, db.DSN)
-	if _, err := Install(ctx, pool, InstallOptions{Role: registry.RoleSlave}, false); err != nil {
-		b.Fatal(err)
-	}
-	replica := false
-	switch *benchFK {
-	case "database":
-	case "batch":
-		replica = true
-	default:
-		b.Fatalf("-queue.fk-checks %q: want database or batch", *benchFK)
-	}
+	db, pool := benchSlave(b, 0)
+	replica := batchChecks(b)
 	var rate float64
 	for range b.N {
 		b.StopTimer()
@@ -285,12 +290,7 @@ RETURNING (pk->>'id')::bigint`, batch)
 func BenchmarkApplyDenormalizeEntries(b *testing.B) {
 	n, batch := *benchEntries, *benchBatch
 	ctx := context.Background()
-	db := pgtest.NewDB(b, pgtest.Slave(b))
-	pgtest.LoadDjangoSchema(b, db)
-	pool := pgtest.Pool(b, db.DSN)
-	if _, err := Install(ctx, pool, InstallOptions{Role: registry.RoleSlave}, false); err != nil {
-		b.Fatal(err)
-	}
+	_, pool := benchSlave(b, 0)
 	reg := djangoRegistry(b, pool)
 	srv := pgtest.NATS(b)
 	snk, err := sink.Connect(ctx, sink.Options{URL: srv.URL(), Env: "bench", CreateStream: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
