@@ -32,14 +32,22 @@ var (
 // e2eOutcomes is how many rows of each table the updates cycle through.
 const e2eOutcomes = 10000
 
-// The bare table is the denormalize model's twin on the master only: the
-// same columns and indexes, no pgoutpost trigger, in no publication.
+// The denormalize model has two twins with the same columns and indexes and
+// no pgoutpost trigger: the bare table, on the master only and in no
+// publication, and the replicated twin, a system model (published, copied to
+// the slave and kept in sync by its subscription, as any synced table).
+// Against the bare table the model's rate shows what syncing the table with
+// pgoutpost costs the master; against the replicated twin, what pgoutpost's
+// trigger and queue rows add to native replication of the same table.
 const (
+	e2eTwin = "CREATE TABLE e2e_outcome_twin (LIKE shop_outcome INCLUDING ALL)"
 	e2eBare = `CREATE TABLE e2e_outcome_bare (LIKE shop_outcome INCLUDING ALL);
 INSERT INTO e2e_outcome_bare SELECT * FROM shop_outcome;
-ANALYZE shop_outcome, e2e_outcome_bare;`
+INSERT INTO e2e_outcome_twin SELECT * FROM shop_outcome;
+ANALYZE shop_outcome, e2e_outcome_bare, e2e_outcome_twin;`
 	e2eUpdateModel = "UPDATE shop_outcome SET score = score + 1 WHERE id = $1"
 	e2eUpdateBare  = "UPDATE e2e_outcome_bare SET score = score + 1 WHERE id = $1"
+	e2eUpdateTwin  = "UPDATE e2e_outcome_twin SET score = score + 1 WHERE id = $1"
 )
 
 // BenchmarkEndToEnd runs the whole pipeline on real clusters: master
@@ -47,13 +55,12 @@ ANALYZE shop_outcome, e2e_outcome_bare;`
 // own process), JetStream and a durable consumer. The master makes
 // -faults.e2e.rows single-row UPDATEs of a denormalize model in
 // transactions of -faults.e2e.txn, as fast as it can or paced at
-// -faults.e2e.rate a second. Every -faults.e2e.bare-th transaction is
-// followed (or, every other time, preceded) by the same transaction on a
-// bare twin of the table, so that the write rates with and without
-// pgoutpost's triggers are measured side by side under the same load; a
-// sample rather than the whole workload again, so that the model's updates
-// stay the master's load and a paced run keeps its pace. Each run prints a
-// FIGURES block:
+// -faults.e2e.rate a second. Every -faults.e2e.bare-th transaction is run
+// on each of the table's twins too (see e2eTwin), in an order that rotates,
+// so that the write rates with and without pgoutpost's triggers are
+// measured side by side under the same load; a sample rather than the whole
+// workload again, so that the model's updates stay the master's load and a
+// paced run keeps its pace. Each run prints a FIGURES block:
 //
 //	make bench-e2e                     # 100,000 updates, full speed
 //	make bench-e2e RATE=2000 RUNS=5
@@ -88,6 +95,11 @@ func benchE2E(b *testing.B, run int) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 	defer cancel()
 	e := newEnv(b, "e2e")
+	pgtest.Exec(b, e.master.DSN, e2eTwin)
+	pgtest.Exec(b, e.slave.DSN, e2eTwin)
+	e.masterConfig = e.writeConfig(b, configValues{Environment: "master", Role: "master", DSN: e.master.DSN, Twin: true})
+	e.slaveValues.Twin = true
+	e.slaveCfg = e.writeConfig(b, e.slaveValues)
 	e.setupMaster(b, ctx, 0, e2eOutcomes)
 	pgtest.Exec(b, e.master.DSN, e2eBare)
 	e.setupSlave(b)
@@ -163,8 +175,8 @@ func benchE2E(b *testing.B, run int) {
 	sendersBefore, slaveBefore := cpuOf(senders()), slaveCPU()
 	b.StartTimer()
 	start := time.Now()
-	var inModel, inBare time.Duration // time spent in each table's transactions
-	var bareRows int
+	var inModel, inBare, inTwin time.Duration // time spent in each table's transactions
+	var sampledRows int                       // rows written to each twin
 	ids := make([]int64, txn)
 	ntx := rows / txn
 	for k := range ntx {
@@ -174,27 +186,28 @@ func benchE2E(b *testing.B, run int) {
 		for j := range ids {
 			ids[j] = int64((k*txn+j)%e2eOutcomes) + 1
 		}
-		// The bare table's sampled transactions alternate between before
-		// and after the model's, so that neither always follows the
-		// other's commit.
-		bareFirst := k/every%2 == 1
-		for _, bare := range []bool{bareFirst, !bareFirst} {
-			if bare && k%every != 0 {
-				continue
-			}
+		// A sampled transaction runs on the model and its twins in an
+		// order that rotates, so that none always follows another's commit.
+		tables := []*time.Duration{&inModel}
+		if k%every == 0 {
+			tables = []*time.Duration{&inModel, &inBare, &inTwin}
+			r := k / every % 3
+			tables = append(tables[r:], tables[:r]...)
+			sampledRows += txn
+		}
+		for _, in := range tables {
 			sql := e2eUpdateModel
-			if bare {
+			switch in {
+			case &inBare:
 				sql = e2eUpdateBare
+			case &inTwin:
+				sql = e2eUpdateTwin
 			}
 			d, err := e2eTxn(ctx, conn, sql, ids)
 			if err != nil {
 				b.Fatalf("master transaction %d (%s): %v", k, sql, err)
 			}
-			if bare {
-				inBare, bareRows = inBare+d, bareRows+txn
-			} else {
-				inModel += d
-			}
+			*in += d
 		}
 	}
 	written := time.Now()
@@ -245,11 +258,12 @@ func benchE2E(b *testing.B, run int) {
 	slices.Sort(lat)
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	p50, p99, maxLat := ms(lat[len(lat)*50/100]), ms(lat[min(len(lat)-1, len(lat)*99/100)]), ms(lat[len(lat)-1])
-	bareRate, modelRate := float64(bareRows)/inBare.Seconds(), float64(want)/inModel.Seconds()
+	bareRate, twinRate, modelRate := float64(sampledRows)/inBare.Seconds(), float64(sampledRows)/inTwin.Seconds(), float64(want)/inModel.Seconds()
 	eventsRate := float64(len(lat)) / got.lastAt.Sub(start).Seconds()
 	peak := float64(peakBytes) / (1 << 20)
 	b.ReportMetric(modelRate, "model-rows/s")
 	b.ReportMetric(bareRate, "bare-rows/s")
+	b.ReportMetric(twinRate, "replicated-rows/s")
 	b.ReportMetric(eventsRate, "events/s")
 	b.ReportMetric(p99, "p99-ms")
 	b.ReportMetric(peak, "peak-RSS-MiB")
@@ -258,9 +272,10 @@ func benchE2E(b *testing.B, run int) {
 	if rate > 0 {
 		pace = fmt.Sprintf("paced at %d rows/s", rate)
 	}
-	fmt.Printf("FIGURES end-to-end run %d/%d: %d single-row updates in %d-row transactions, %s: written in %s (%.0f rows/s), plus %d rows on the bare table\n",
-		run, *flagE2ERuns, want, txn, pace, written.Sub(start).Round(10*time.Millisecond), float64(want)/written.Sub(start).Seconds(), bareRows)
-	fmt.Printf("FIGURES   master write rate (rows over time in their transactions): bare %.0f rows/s, with triggers %.0f rows/s, ratio %.2f\n", bareRate, modelRate, modelRate/bareRate)
+	fmt.Printf("FIGURES end-to-end run %d/%d: %d single-row updates in %d-row transactions, %s: written in %s (%.0f rows/s), plus %d rows on each twin\n",
+		run, *flagE2ERuns, want, txn, pace, written.Sub(start).Round(10*time.Millisecond), float64(want)/written.Sub(start).Seconds(), sampledRows)
+	fmt.Printf("FIGURES   master write rate (rows over time in their transactions): bare %.0f rows/s, replicated without triggers %.0f rows/s, with triggers %.0f rows/s; ratio to bare %.2f, to replicated %.2f\n",
+		bareRate, twinRate, modelRate, modelRate/bareRate, modelRate/twinRate)
 	fmt.Printf("FIGURES   consumer: %d events (lost %d, duplicated %d, redelivered %d), %.0f events/s; commit-to-consumer p50 %.1f ms, p99 %.1f ms, max %.1f ms (committed %.1f s into the run)\n",
 		len(lat), lost, got.duplicated, got.redelivered, eventsRate, p50, p99, maxLat, got.worstAt.Sub(start).Seconds())
 	fmt.Printf("FIGURES   CPU-seconds: master walsenders %.1f (%s), slave cluster %.1f, sidecar %.1f (user %.1f, system %.1f); sidecar peak RSS %.0f MiB\n",

@@ -117,6 +117,10 @@ models:
     kind: denormalize
   - name: public.shop_bulk
     kind: system
+{{- if .Twin}}
+  - name: public.e2e_outcome_twin
+    kind: system
+{{- end}}
 relations:
   shop_unit.category_id: PROTECT
   shop_marker.unit_id: CASCADE
@@ -131,6 +135,7 @@ type configValues struct {
 	Environment, Role, DSN, Master, NATS, Listen string
 	LargeTxn                                     int    // queue.large_transaction; the default when 0
 	FKChecks                                     string // queue.fk_checks; the default when ""
+	Twin                                         bool   // e2e_outcome_twin is a system model (BenchmarkEndToEnd)
 }
 
 // env is a master and a slave database, a NATS server and the pgoutpost
