@@ -26,7 +26,7 @@ var (
 	flagE2ETxn  = flag.Int("faults.e2e.txn", 10, "BenchmarkEndToEnd: updates a master transaction")
 	flagE2ERate = flag.Int("faults.e2e.rate", 0, "BenchmarkEndToEnd: updates of the denormalize model a second; 0 writes as fast as the master can")
 	flagE2ERuns = flag.Int("faults.e2e.runs", 1, "BenchmarkEndToEnd: runs, each on fresh databases, NATS and sidecar, with its own FIGURES")
-	flagE2EBare = flag.Int("faults.e2e.bare", 10, "BenchmarkEndToEnd: one transaction on the bare table per this many on the model (1: the same workload on both)")
+	flagE2EBare = flag.Int("faults.e2e.bare", 10, "BenchmarkEndToEnd: one transaction on each twin of the model (bare, replicated) per this many on the model (1: the same workload on all three)")
 )
 
 // e2eOutcomes is how many rows of each table the updates cycle through.
