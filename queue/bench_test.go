@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgoutpost/pgoutpost/internal/pgtest"
@@ -199,7 +200,10 @@ func BenchmarkSingleDelete(b *testing.B) {
 	b.ReportMetric(float64(queued)/float64(plain), "overhead-ratio")
 }
 
-var flagWritesRows = flag.Int("queue.writes.rows", 20000, "BenchmarkMasterWrites: rows each operation and transaction size writes to each table")
+var (
+	flagWritesRows     = flag.Int("queue.writes.rows", 20000, "BenchmarkMasterWrites: rows each operation and transaction size writes to each table")
+	flagWritesPipeline = flag.Bool("queue.writes.pipeline", false, "BenchmarkMasterWrites: send each transaction's statements in one round trip (as one implicit transaction), as bench-e2e does")
+)
 
 // BenchmarkMasterWrites is what the queue triggers cost an application on
 // the master: single-row INSERTs, UPDATEs and DELETEs sent one by one (each
@@ -209,9 +213,12 @@ var flagWritesRows = flag.Int("queue.writes.rows", 20000, "BenchmarkMasterWrites
 // tables, so the machine's noise falls on both alike. It reports each
 // table's rows per second over the time spent in its transactions and their
 // ratio (queued/bare, 1 would be free), and checks that the queue got
-// exactly one row per write.
+// exactly one row per write. With -queue.writes.pipeline a transaction's
+// statements go in one round trip instead, as an application batching its
+// writes sends them: the server's work is then nearly all of a row's time,
+// and the triggers' share of it shows undiluted.
 //
-//	go test ./queue -run '^$' -bench MasterWrites -benchtime 1x [-queue.writes.rows 20000]
+//	go test ./queue -run '^$' -bench MasterWrites -benchtime 1x [-queue.writes.rows 20000] [-queue.writes.pipeline]
 func BenchmarkMasterWrites(b *testing.B) {
 	pool := benchDB(b)
 	ctx := context.Background()
@@ -238,19 +245,14 @@ func BenchmarkMasterWrites(b *testing.B) {
 					for i := range 2 {
 						side := (i + k) % 2 // alternate which table goes first
 						table := []string{"plain_outcome", "queued_outcome"}[side]
+						sql := fmt.Sprintf(op.sql, table)
+						ids := make([]int, size)
+						for j := range ids {
+							ids[j] = (size/10)*rows + k*size + j // the 10-row transactions use ids after the 1-row ones
+						}
 						start := time.Now()
-						tx, err := conn.Begin(ctx)
-						if err != nil {
-							b.Fatal(err)
-						}
-						for j := range size {
-							id := (size/10)*rows + k*size + j // the 10-row transactions use ids after the 1-row ones
-							if _, err := tx.Exec(ctx, fmt.Sprintf(op.sql, table), id); err != nil {
-								b.Fatalf("%s on %s: %v", op.name, table, err)
-							}
-						}
-						if err := tx.Commit(ctx); err != nil {
-							b.Fatal(err)
+						if err := writeTxn(ctx, conn, sql, ids, *flagWritesPipeline); err != nil {
+							b.Fatalf("%s on %s: %v", op.name, table, err)
 						}
 						spent[side] += time.Since(start)
 					}
@@ -271,4 +273,27 @@ func BenchmarkMasterWrites(b *testing.B) {
 			b.Fatalf("delete_queue has %d rows, want %d", n, written)
 		}
 	}
+}
+
+// writeTxn runs sql once for each id in one transaction: statement by
+// statement between BEGIN and COMMIT, or pipelined in one batch.
+func writeTxn(ctx context.Context, conn *pgx.Conn, sql string, ids []int, pipeline bool) error {
+	if pipeline {
+		var batch pgx.Batch
+		for _, id := range ids {
+			batch.Queue(sql, id)
+		}
+		return conn.SendBatch(ctx, &batch).Close()
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
+	for _, id := range ids {
+		if _, err := tx.Exec(ctx, sql, id); err != nil {
+			return err
+		}
+	}
+	return tx.Commit(ctx)
 }
