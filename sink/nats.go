@@ -414,10 +414,6 @@ func (p *NATS) ensureStream(ctx context.Context) error {
 				ErrStreamConfig, o.Stream, p.url, errors.Join(problems...))
 		}
 		p.warnings = StreamWarnings(cluster, cfg, o.DuplicateWindow)
-		if cfg.Duplicates < o.DuplicateWindow {
-			p.warnings = append(p.warnings, fmt.Sprintf("stream %s deduplicates over %s, less than nats.duplicate_window (%s): a republish after a longer outage of the sidecar is stored twice",
-				o.Stream, cfg.Duplicates, o.DuplicateWindow))
-		}
 		return nil
 	}
 	// An existing stream keeps its replicas unless they are configured:
@@ -460,8 +456,12 @@ func (p *NATS) ensureStream(ctx context.Context) error {
 func StreamWarnings(cluster string, cfg jetstream.StreamConfig, window time.Duration) []string {
 	var w []string
 	if window > 0 && cfg.Duplicates < window {
-		w = append(w, fmt.Sprintf("stream %s drops republished events as duplicates for %s only, less than nats.duplicate_window %s (its max_age %s caps the window): an event published again after a crash or an outage longer than that is stored twice",
-			cfg.Name, cfg.Duplicates, window, cfg.MaxAge))
+		why := ""
+		if cfg.MaxAge > 0 && cfg.Duplicates >= cfg.MaxAge {
+			why = fmt.Sprintf(" (its max_age %s caps the window)", cfg.MaxAge)
+		}
+		w = append(w, fmt.Sprintf("stream %s drops republished events as duplicates for %s only, less than nats.duplicate_window %s%s: an event published again after a crash or an outage longer than that is stored twice",
+			cfg.Name, cfg.Duplicates, window, why))
 	}
 	if cluster != "" && cfg.Replicas <= 1 {
 		w = append(w, fmt.Sprintf("stream %s has a single replica on NATS cluster %q: while its server is down no event is published, and losing that server's disk loses the stream; give it %d (nats.replicas, or nats stream edit %s --replicas %d)",

@@ -344,6 +344,24 @@ func TestStreamConfigErrors(t *testing.T) {
 		}
 	})
 
+	t.Run("a short window on a stream pgoutpost may not change is one warning", func(t *testing.T) {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "NARROW", Subjects: []string{"pgoutpost.narrow.>"}, Duplicates: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+		o := testOptions(srv.URL())
+		o.CreateStream, o.Stream, o.Env = false, "NARROW", "narrow"
+		p := connect(t, o)
+		var window []string
+		for _, w := range p.Warnings() {
+			if strings.Contains(w, "duplicate") {
+				window = append(window, w)
+			}
+		}
+		if len(window) != 1 || !strings.Contains(window[0], "stream NARROW drops republished events as duplicates for 1m0s only") || strings.Contains(window[0], "max_age") {
+			t.Errorf("warnings about the window: %q, want one that names the 1m window and no max_age", window)
+		}
+	})
+
 	t.Run("create adds our subjects to an existing stream", func(t *testing.T) {
 		o := testOptions(srv.URL())
 		o.Stream, o.Env = "OTHER", "qa"
