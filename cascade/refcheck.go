@@ -208,7 +208,7 @@ func (r *refChecks) verify(ctx context.Context, e *Engine, tx pgx.Tx, res *Resul
 	if sig != r.sig {
 		return fmt.Errorf("%w: the foreign key constraints changed during the deletion", errRecheck)
 	}
-	for _, t := range sortedNames(r.deleted) {
+	for _, t := range registry.SortedNames(r.deleted) {
 		vals := r.deleted[t]
 		cols := r.retCols[t]
 		for _, k := range r.byTo[t] {
@@ -284,12 +284,3 @@ var errRecheck = errors.New("batch reference check failed; running the deletion 
 
 // nullText is how a NULL reads back in a row's text values.
 const nullText = "\x00null"
-
-func sortedNames[V any](m map[registry.TableName]V) []registry.TableName {
-	out := make([]registry.TableName, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.SortFunc(out, func(a, b registry.TableName) int { return strings.Compare(a.String(), b.String()) })
-	return out
-}

@@ -212,7 +212,7 @@ func (p *Processor) observeCascade(res *cascade.Result) {
 // type, so its values have the column types (as the master's trigger logs
 // them).
 func (p *Processor) outbox(ctx context.Context, tx pgx.Tx, res *cascade.Result) error {
-	for _, name := range sortedNames(res.Deleted) {
+	for _, name := range registry.SortedNames(res.Deleted) {
 		t := p.reg.Table(name)
 		if t == nil || t.Kind != registry.KindDenormalize {
 			continue

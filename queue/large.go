@@ -34,7 +34,7 @@ import (
 // outbox the sidecar publishes), a delete event for each row of a
 // denormalize model that the DeleteListed deletion res deleted in tx.
 func WriteDeleteEvents(ctx context.Context, tx pgx.Tx, reg *registry.Registry, res *cascade.Result) error {
-	for _, name := range sortedNames(res.KeyTables) {
+	for _, name := range registry.SortedNames(res.KeyTables) {
 		if t := reg.Table(name); t == nil || t.Kind != registry.KindDenormalize {
 			continue
 		}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"sync"
 	"time"
 
@@ -333,7 +332,7 @@ func dequeue(ctx context.Context, tx pgx.Tx, items []*item) (map[string]bool, er
 		byQueue[qt] = append(byQueue[qt], it.e.ID)
 	}
 	present := make(map[string]bool, len(items))
-	for _, qt := range sortedNames(byQueue) {
+	for _, qt := range registry.SortedNames(byQueue) {
 		rows, err := tx.Query(ctx, "DELETE FROM "+qt.Sanitize()+" WHERE id = ANY($1::text[]::uuid[]) RETURNING id::text", byQueue[qt])
 		if err != nil {
 			return nil, fmt.Errorf("dequeue entries of %s: %w", qt, err)
@@ -352,15 +351,6 @@ func dequeue(ctx context.Context, tx pgx.Tx, items []*item) (map[string]bool, er
 		}
 	}
 	return present, nil
-}
-
-func sortedNames[V any](m map[registry.TableName]V) []registry.TableName {
-	out := make([]registry.TableName, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
-	return out
 }
 
 // begin starts a processing transaction: marked as a cascade so that the

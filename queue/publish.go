@@ -119,7 +119,7 @@ func (p *Processor) stillQueued(ctx context.Context, items []*item) (map[string]
 		}
 	}
 	present := make(map[string]bool, len(items))
-	for _, qt := range sortedNames(byQueue) {
+	for _, qt := range registry.SortedNames(byQueue) {
 		rows, err := p.db.Query(ctx, "SELECT id::text FROM "+qt.Sanitize()+" WHERE id = ANY($1::text[]::uuid[])", byQueue[qt])
 		if err != nil {
 			return nil, fmt.Errorf("look up entries of %s: %w", qt, err)
@@ -148,7 +148,7 @@ func (p *Processor) readRows(ctx context.Context, items []*item, finish func(*it
 		byTable[it.table.Name] = append(byTable[it.table.Name], it)
 	}
 	out := make(map[*item]json.RawMessage, len(items))
-	for _, name := range sortedNames(byTable) {
+	for _, name := range registry.SortedNames(byTable) {
 		its := byTable[name]
 		err := p.readTable(ctx, its, out)
 		if err == nil {

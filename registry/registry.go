@@ -67,6 +67,17 @@ func (n TableName) String() string { return n.Schema + "." + n.Name }
 // Sanitize quotes the name for use as an SQL identifier.
 func (n TableName) Sanitize() string { return pgx.Identifier{n.Schema, n.Name}.Sanitize() }
 
+// SortedNames returns the keys of m ordered by their String form, so that
+// work over a map of tables runs (and takes its locks) in a stable order.
+func SortedNames[V any](m map[TableName]V) []TableName {
+	out := make([]TableName, 0, len(m))
+	for n := range m {
+		out = append(out, n)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out
+}
+
 // ParseTableName parses "schema.table"; a bare name is in schema public.
 func ParseTableName(s string) (TableName, error) {
 	parts, ok := splitQualified(s)

@@ -228,12 +228,12 @@ func PlanPublications(ctx context.Context, db DB, reg *registry.Registry, names 
 			}
 		}
 		wm := wantMembers[spec.Name]
-		for _, name := range sortedNames(cur.members) {
+		for _, name := range registry.SortedNames(cur.members) {
 			if _, ok := wm[name]; !ok {
 				drops = append(drops, Change{Kind: ChangeDrop, Publication: spec.Name, From: cur.members[name]})
 			}
 		}
-		for _, name := range sortedNames(wm) {
+		for _, name := range registry.SortedNames(wm) {
 			m := wm[name]
 			old, ok := cur.members[name]
 			switch {
@@ -260,15 +260,6 @@ func PlanPublications(ctx context.Context, db DB, reg *registry.Registry, names 
 	plan.Changes = append(plan.Changes, alters...)
 	plan.Changes = append(plan.Changes, adds...)
 	return plan, nil
-}
-
-func sortedNames(m map[registry.TableName]Member) []registry.TableName {
-	out := make([]registry.TableName, 0, len(m))
-	for n := range m {
-		out = append(out, n)
-	}
-	slices.SortFunc(out, func(a, b registry.TableName) int { return strings.Compare(a.String(), b.String()) })
-	return out
 }
 
 // checkReplicaIdentity refuses tables that a publication of updates would

@@ -291,7 +291,7 @@ func (r *Report) readPublications(ctx context.Context, db DB, names Names) error
 			continue
 		}
 		ps := PublicationStatus{Name: spec.Name, Publish: p.publish, Tables: []string{}}
-		for _, n := range sortedNames(p.members) {
+		for _, n := range registry.SortedNames(p.members) {
 			ps.Tables = append(ps.Tables, p.members[n].describe())
 		}
 		if p.publish != spec.Publish {
