@@ -147,9 +147,10 @@ var refuseConfig = []string{"search_path=pg_catalog, pg_temp"}
 // restore of the settings, measured at 7 µs a statement on PostgreSQL 15 (it
 // walks every setting), more than the queue row's insert. So the body names
 // every function, operator and type with its schema and works under whatever
-// search_path the caller has (TestTriggersIgnoreSearchPath). Earlier versions
-// also set jit = off; a 400,000-row UPDATE, whose INSERT … SELECT crosses
-// jit_above_cost, measured no difference with JIT on or off.
+// search_path the caller has (TestMasterTriggers, "a caller's search_path
+// changes nothing"). Earlier versions also set jit = off; a 400,000-row
+// UPDATE, whose INSERT … SELECT crosses jit_above_cost, measured no
+// difference with JIT on or off.
 const tableHeader = "RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER"
 
 // tableFunctionPrefix starts the name of each table's queue trigger function,
