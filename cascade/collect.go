@@ -202,7 +202,7 @@ func (c *collector) follow(ctx context.Context, fk *registry.ForeignKey, rule re
 	if rule == registry.Cascade && from.fast {
 		s := c.fast[fk]
 		if s == nil {
-			s = &valueSet{seen: map[string]bool{}}
+			s = &valueSet{seen: make(map[string]bool, len(vals))}
 			c.fast[fk] = s
 		}
 		s.add(vals)

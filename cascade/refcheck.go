@@ -216,8 +216,8 @@ func (r *refChecks) verify(ctx context.Context, e *Engine, tx pgx.Tx, res *Resul
 			for i, c := range k.toCols {
 				idx[i] = slices.Index(cols, c)
 			}
-			seen := map[string]bool{}
-			var tuples [][]string
+			seen := make(map[string]bool, len(vals))
+			tuples := make([][]string, 0, len(vals))
 			for _, v := range vals {
 				tuple := make([]string, len(idx))
 				null := false
