@@ -25,7 +25,7 @@ WITH_PG   = bindir=$$(scripts/ensure-postgres $(PG)) && export PGOUTPOST_PG_BIND
 SHELL       := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: help build test test-django lint fuzz bench bench-large bench-e2e demo image clean postgres faults
+.PHONY: help build test test-django lint fuzz bench bench-drain bench-large bench-e2e demo image clean postgres faults
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -66,6 +66,12 @@ bench-large: ## one master transaction of LARGE_UNITS×2 delete entries: the sid
 	$(WITH_PG) $(GO) test -tags faults -count=1 -timeout 3h -run '^$$' -bench BenchmarkLargeTransaction -benchtime 1x ./faults/ \
 		-args -faults.large.units=$(or $(LARGE_UNITS),500000) $(if $(LARGE_TXN),-faults.large.txn=$(LARGE_TXN)) 2>&1 \
 		| grep -E 'FIGURES|Benchmark|large_test|ok|FAIL|panic'
+
+bench-drain: ## delete drain: the processor against the seed's cron with Django's own .delete() and the floor, median of ROUNDS (ENTRIES=5000, BATCH=500, FK=database or batch, ROUNDS=5)
+	$(WITH_PG) export PGOUTPOST_PYTHON=$$(scripts/ensure-django --postgres) && $(GO) test -count=1 -timeout 3h -run '^$$' \
+		-bench 'BenchmarkApplyDeleteEntries|BenchmarkDeleteFloor' -benchtime $(or $(ROUNDS),5)x ./queue/ \
+		-args -queue.django -queue.entries=$(or $(ENTRIES),5000) -queue.batch=$(or $(BATCH),500) -queue.fk-checks=$(or $(FK),database) 2>&1 \
+		| grep -E 'Benchmark|process_bench_test|^ok|FAIL|panic'
 
 bench-e2e: ## master → slave → sidecar → NATS → consumer: write rates bare and with triggers, events/s, latency, CPU, RSS (ROWS=, TXN=, RATE= rows/s or full speed, RUNS=, BARE=)
 	$(WITH_PG) $(GO) test -tags faults -count=1 -timeout 3h -run '^$$' -bench BenchmarkEndToEnd -benchtime 1x ./faults/ \

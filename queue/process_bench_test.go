@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +31,7 @@ var (
 	benchTxnSize = flag.Int("queue.txn-size", 1, "delete entries per master transaction in BenchmarkApplyDeleteEntries")
 	benchLatency = flag.Duration("queue.latency", 0, "delay added to each message to the database in BenchmarkApplyDeleteEntries, as a network would")
 	benchFK      = flag.String("queue.fk-checks", "database", "BenchmarkApplyDeleteEntries: who checks the foreign keys, database or batch (cascade.BatchReferenceChecks)")
+	benchDjango  = flag.Bool("queue.django", false, "BenchmarkApplyDeleteEntries: also time the seed's cron with Django's own .delete() (testdata/seed_cron.py; a python3 with Django and psycopg2 in PGOUTPOST_PYTHON, as scripts/ensure-django --postgres prints)")
 )
 
 // BenchmarkApplyDeleteEntries applies delete-queue entries of the reference
@@ -36,12 +40,16 @@ var (
 // -queue.batch entries by its Pending as the sidecar's drain at start does
 // with a backlog, then row at a time as the seed package's cron did (per
 // entry one transaction: dequeue, select the referencing rows level by
-// level, delete them one by one). It reports both rates, their ratio and the
-// Processor's peak heap. With
-// -queue.latency every message to the database is delayed, as over a
-// network (internal/netdelay). Run once:
+// level, delete them one by one) and, with -queue.django, by the seed's cron
+// itself: Django's own .delete() per entry (testdata/seed_cron.py). Each of
+// -benchtime Nx rounds runs them one after the other on the same entries, so
+// that a change in the machine's speed hits all of them; it reports the
+// median of the rounds' rates and of their ratios, and the Processor's peak
+// heap. With -queue.latency every message to the database is delayed, as
+// over a network (internal/netdelay).
 //
 //	go test ./queue -run '^$' -bench ApplyDeleteEntries -benchtime 1x -queue.entries 100000 [-queue.fk-checks batch]
+//	PGOUTPOST_PYTHON=$(scripts/ensure-django --postgres) go test ./queue -run '^$' -bench ApplyDeleteEntries -benchtime 5x -queue.entries 5000 -queue.batch 2000 -queue.django
 func BenchmarkApplyDeleteEntries(b *testing.B) {
 	n, batch, per := *benchEntries, *benchBatch, *benchTxnSize
 	ctx := context.Background()
@@ -53,8 +61,9 @@ func BenchmarkApplyDeleteEntries(b *testing.B) {
 	}
 	p := NewProcessor(pool, reg, NewEngine(reg, engineOpts...), nil, ProcessorOptions{BatchSize: batch, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 
-	var procRate, rowRate, peakMB, growthMB float64
-	for range b.N {
+	var procRates, rowRates, djangoRates, rowRatios, djangoRatios []float64
+	var peakMB, growthMB float64
+	for b.Loop() {
 		b.StopTimer()
 		loadUnitEntries(b, pool, n, per)
 		runtime.GC()
@@ -75,7 +84,7 @@ func BenchmarkApplyDeleteEntries(b *testing.B) {
 			runtime.ReadMemStats(&ms)
 			peak = max(peak, ms.HeapAlloc)
 		}
-		procRate = float64(applied) / time.Since(start).Seconds()
+		procRate := float64(applied) / time.Since(start).Seconds()
 		b.StopTimer()
 		checkAllDeleted(b, pool, n)
 		peakMB, growthMB = float64(peak)/(1<<20), float64(peak-base)/(1<<20)
@@ -95,19 +104,78 @@ func BenchmarkApplyDeleteEntries(b *testing.B) {
 				}
 			}
 		}
-		rowRate = float64(applied) / time.Since(start).Seconds()
+		rowRate := float64(applied) / time.Since(start).Seconds()
 		b.StopTimer()
 		checkAllDeleted(b, pool, n)
 		pgtest.Exec(b, db.DSN, "VACUUM ANALYZE")
+		procRates, rowRates, rowRatios = append(procRates, procRate), append(rowRates, rowRate), append(rowRatios, procRate/rowRate)
+		round := fmt.Sprintf("round %d: processor %.0f entries/s, row at a time %.0f (%.1fx)", len(procRates), procRate, rowRate, procRate/rowRate)
+		if *benchDjango {
+			loadUnitEntries(b, pool, n, per)
+			djangoRate := seedCron(b, db.DSN, n)
+			checkAllDeleted(b, pool, n)
+			pgtest.Exec(b, db.DSN, "VACUUM ANALYZE")
+			djangoRates, djangoRatios = append(djangoRates, djangoRate), append(djangoRatios, procRate/djangoRate)
+			round += fmt.Sprintf(", Django's .delete() %.0f (%.1fx)", djangoRate, procRate/djangoRate)
+		}
+		b.Log(round)
 		b.StartTimer()
 	}
+	procRate, rowRate, rowRatio := median(procRates), median(rowRates), median(rowRatios)
 	b.ReportMetric(procRate, "processor-entries/s")
 	b.ReportMetric(rowRate, "rowwise-entries/s")
-	b.ReportMetric(procRate/rowRate, "ratio")
+	b.ReportMetric(rowRatio, "ratio")
 	b.ReportMetric(peakMB, "peak-heap-MB")
 	b.ReportMetric(growthMB, "heap-growth-MB")
-	b.Logf("%d entries (%d per master transaction), batch %d, added latency %v, fk checks %s: processor %.0f entries/s, row at a time %.0f entries/s, ratio %.1fx, peak heap %.1f MB (+%.1f MB)",
-		n, per, batch, *benchLatency, *benchFK, procRate, rowRate, procRate/rowRate, peakMB, growthMB)
+	django := ""
+	if *benchDjango {
+		djangoRate, djangoRatio := median(djangoRates), median(djangoRatios)
+		b.ReportMetric(djangoRate, "django-entries/s")
+		b.ReportMetric(djangoRatio, "ratio-to-django")
+		django = fmt.Sprintf(", the seed's cron with Django's .delete() %.0f entries/s, ratio %.1fx (rounds %.1f–%.1fx)",
+			djangoRate, djangoRatio, slices.Min(djangoRatios), slices.Max(djangoRatios))
+	}
+	b.Logf("%d entries (%d per master transaction), batch %d, added latency %v, fk checks %s, median of %d rounds: processor %.0f entries/s, row at a time %.0f entries/s, ratio %.1fx%s, peak heap %.1f MB (+%.1f MB)",
+		n, per, batch, *benchLatency, *benchFK, len(procRates), procRate, rowRate, rowRatio, django, peakMB, growthMB)
+}
+
+// median returns the median of xs (the mean of the middle two for an even
+// count).
+func median(xs []float64) float64 {
+	s := slices.Sorted(slices.Values(xs))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// seedCron runs testdata/seed_cron.py, the seed's cron with Django's own
+// .delete(), over the n entries waiting in the database of dsn and returns
+// its rate.
+func seedCron(b *testing.B, dsn string, n int) float64 {
+	b.Helper()
+	python := os.Getenv("PGOUTPOST_PYTHON")
+	if python == "" {
+		b.Fatal("-queue.django needs a python3 with Django and psycopg2 in PGOUTPOST_PYTHON: PGOUTPOST_PYTHON=$(scripts/ensure-django --postgres)")
+	}
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := exec.Command(python, "testdata/seed_cron.py", cfg.Host, fmt.Sprint(cfg.Port), cfg.User, cfg.Database).Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		b.Fatalf("testdata/seed_cron.py: %v\n%s", err, stderr)
+	}
+	var applied int
+	var seconds float64
+	if _, err := fmt.Sscan(string(out), &applied, &seconds); err != nil || applied != n {
+		b.Fatalf("testdata/seed_cron.py printed %q, want %d entries and the seconds they took", out, n)
+	}
+	return float64(applied) / seconds
 }
 
 // loadUnitEntries creates units 1..n (rowwise.LoadUnits) and a delete-queue
@@ -233,8 +301,8 @@ func BenchmarkDeleteFloor(b *testing.B) {
 	ctx := context.Background()
 	db, pool := benchSlave(b, 0)
 	replica := batchChecks(b)
-	var rate float64
-	for range b.N {
+	var rates []float64
+	for b.Loop() {
 		b.StopTimer()
 		loadUnitEntries(b, pool, n, 1)
 		b.StartTimer()
@@ -271,14 +339,16 @@ RETURNING (pk->>'id')::bigint`, batch)
 				b.Fatal(err)
 			}
 		}
-		rate = float64(n) / time.Since(start).Seconds()
+		rates = append(rates, float64(n)/time.Since(start).Seconds())
 		b.StopTimer()
 		checkAllDeleted(b, pool, n)
 		pgtest.Exec(b, db.DSN, "VACUUM ANALYZE")
 		b.StartTimer()
 	}
+	rate := median(rates)
 	b.ReportMetric(rate, "floor-entries/s")
-	b.Logf("%d entries, %d a transaction, fk checks %s: the rows' set deletes %.0f entries/s", n, batch, *benchFK, rate)
+	b.Logf("%d entries, %d a transaction, fk checks %s, median of %d rounds: the rows' set deletes %.0f entries/s (rounds %.0f–%.0f)",
+		n, batch, *benchFK, len(rates), rate, slices.Min(rates), slices.Max(rates))
 }
 
 // BenchmarkApplyDenormalizeEntries publishes denormalize entries of
