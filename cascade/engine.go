@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 
@@ -45,7 +46,9 @@ const DefaultMaxArray = 10000
 
 // Engine applies Django's on_delete rules over a registry's foreign key graph.
 // It holds no connection and no per-call state: one Engine serves any number
-// of concurrent Delete calls.
+// of concurrent Delete calls. (With BatchReferenceChecks it keeps the
+// catalog's foreign keys as the last deletion read them, which every
+// deletion reads again to check.)
 type Engine struct {
 	reg      *registry.Registry
 	plans    map[registry.TableName]*plan
@@ -59,6 +62,9 @@ type Engine struct {
 	spillRows int
 	// batchChecks: see BatchReferenceChecks.
 	batchChecks bool
+	// catalog is what the last batch-checked deletion's checks read, the
+	// constraints the next one's statements are built for (refcheck.go).
+	catalog atomic.Pointer[catalog]
 }
 
 // Option configures an Engine.
@@ -308,10 +314,14 @@ func (e *Engine) collect(ctx context.Context, tx pgx.Tx, res *Result, root regis
 	if !batch {
 		return c.run(ctx, targets)
 	}
-	refs, err := newRefChecks(ctx, c.tx)
-	if err != nil {
-		return err
+	cat := e.catalog.Load()
+	if cat == nil {
+		var err error
+		if cat, err = readCatalog(ctx, c.tx); err != nil {
+			return err
+		}
 	}
+	refs := newRefChecks(cat)
 	prev, err := replicaRole(ctx, c.tx)
 	if err != nil {
 		return err

@@ -42,11 +42,17 @@ import (
 // violation or apply the action exactly as without the option. So the
 // option changes only which triggers fire, never the rows left.
 //
-// The constraints are read from the catalog before the statements and again
-// after them: a constraint added in between (its ALTER TABLE waits for the
-// deletion's locks only once the deletion has taken them) also sends the
-// deletion to PostgreSQL's checks. A deletion that spills
-// (DefaultSpillRows) runs with them too.
+// The statements are built for the constraints the previous deletion's
+// checks read (the Engine keeps them; the first deletion reads them
+// first), and the checks read them again after the statements: a set that
+// differs — a constraint added or dropped since, even during the deletion
+// (its ALTER TABLE waits for the deletion's locks only once the deletion has
+// taken them, and from then until COMMIT cannot change what the deletion
+// touched) — sends the deletion to PostgreSQL's checks. The inheritance
+// children and row-level security are read then too. A deletion that spills
+// (DefaultSpillRows) runs with them too, and so does one whose checks would
+// read a table whose rows row-level security filters for the deleting role:
+// PostgreSQL's checks run as the table's owner and see every row.
 
 // constraint is one foreign key constraint as the catalog has it. to is the
 // root of the referenced table's partition tree, so that a constraint on one
@@ -73,11 +79,24 @@ type refChecks struct {
 	// updated are the rows an update rule changed: table, columns, keys.
 	updated []updatedRows
 	held    int // values held in deleted, against the engine's spillRows
+}
+
+// catalog is what the batch checks read from the system catalogs: every
+// foreign key constraint and the tables that need PostgreSQL's checks.
+type catalog struct {
+	cons []*constraint
+	sig  string // the constraints, rendered: equal strings, equal sets
 	// inherited are the tables with children by table inheritance (not
 	// partitions): a DELETE on one also deletes its children's rows, under
 	// the parent's name, so the checks could not tell which constraints
 	// they concern. A deletion from one goes to PostgreSQL's checks.
 	inherited map[registry.TableName]bool
+	// hidden are the tables whose rows row-level security filters for the
+	// deleting role. PostgreSQL's checks see every row (they run as the
+	// table's owner, bypassing its policies), a batch check only those the
+	// role may see: a referencing row hidden from it would be left behind.
+	// A check that would read one goes to PostgreSQL's checks.
+	hidden map[registry.TableName]bool
 }
 
 type updatedRows struct {
@@ -86,9 +105,10 @@ type updatedRows struct {
 	keys  [][]string
 }
 
-// readConstraints reads every foreign key constraint of the database (its
-// partitions' inherited copies left out) and a signature of the set.
-func readConstraints(ctx context.Context, tx pgx.Tx) ([]*constraint, string, error) {
+// readCatalog reads every foreign key constraint of the database (its
+// partitions' inherited copies left out) and the tables with inheritance
+// children or row-level security active for the role.
+func readCatalog(ctx context.Context, tx pgx.Tx) (*catalog, error) {
 	rows, err := tx.Query(ctx, `SELECT c.conname,
        fn.nspname, fc.relname,
        ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY AS k(n, i)
@@ -105,49 +125,56 @@ JOIN pg_catalog.pg_namespace tn ON tn.oid = tc.relnamespace
 WHERE c.contype = 'f' AND c.conparentid = 0
 ORDER BY c.oid`)
 	if err != nil {
-		return nil, "", fmt.Errorf("read the foreign key constraints: %w", err)
+		return nil, fmt.Errorf("read the foreign key constraints: %w", err)
 	}
-	var out []*constraint
+	cat := &catalog{inherited: map[registry.TableName]bool{}, hidden: map[registry.TableName]bool{}}
 	var sig strings.Builder
 	for rows.Next() {
 		var k constraint
 		if err := rows.Scan(&k.name, &k.from.Schema, &k.from.Name, &k.fromCols, &k.to.Schema, &k.to.Name, &k.toCols, &k.matchFull); err != nil {
 			rows.Close()
-			return nil, "", fmt.Errorf("read the foreign key constraints: %w", err)
+			return nil, fmt.Errorf("read the foreign key constraints: %w", err)
 		}
 		fmt.Fprintf(&sig, "%s|%s|%v|%s|%v|%v\n", k.name, k.from, k.fromCols, k.to, k.toCols, k.matchFull)
-		out = append(out, &k)
+		cat.cons = append(cat.cons, &k)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("read the foreign key constraints: %w", err)
+		return nil, fmt.Errorf("read the foreign key constraints: %w", err)
 	}
-	return out, sig.String(), nil
-}
-
-func newRefChecks(ctx context.Context, tx pgx.Tx) (*refChecks, error) {
-	cons, sig, err := readConstraints(ctx, tx)
+	cat.sig = sig.String()
+	rows, err = tx.Query(ctx, `SELECT n.nspname, c.relname, c.relkind = 'r' AND c.relhassubclass,
+       c.relrowsecurity AND pg_catalog.row_security_active(c.oid)
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND c.relhassubclass OR c.relkind IN ('r', 'p') AND c.relrowsecurity`)
 	if err != nil {
-		return nil, err
-	}
-	r := &refChecks{sig: sig, byTo: map[registry.TableName][]*constraint{}, byFrom: map[registry.TableName][]*constraint{},
-		retCols: map[registry.TableName][]string{}, deleted: map[registry.TableName][][]string{}, inherited: map[registry.TableName]bool{}}
-	rows, err := tx.Query(ctx, `SELECT n.nspname, c.relname FROM pg_catalog.pg_class c
-		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND c.relhassubclass`)
-	if err != nil {
-		return nil, fmt.Errorf("read the tables with inheritance children: %w", err)
+		return nil, fmt.Errorf("read the tables with inheritance children or row-level security: %w", err)
 	}
 	for rows.Next() {
 		var t registry.TableName
-		if err := rows.Scan(&t.Schema, &t.Name); err != nil {
+		var inherited, hidden bool
+		if err := rows.Scan(&t.Schema, &t.Name, &inherited, &hidden); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("read the tables with inheritance children: %w", err)
+			return nil, fmt.Errorf("read the tables with inheritance children or row-level security: %w", err)
 		}
-		r.inherited[t] = true
+		if inherited {
+			cat.inherited[t] = true
+		}
+		if hidden {
+			cat.hidden[t] = true
+		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read the tables with inheritance children: %w", err)
+		return nil, fmt.Errorf("read the tables with inheritance children or row-level security: %w", err)
 	}
-	for _, k := range cons {
+	return cat, nil
+}
+
+// newRefChecks prepares the checks of a deletion for the constraints of
+// cat, which the deletion's verify compares with the catalog as it is then.
+func newRefChecks(cat *catalog) *refChecks {
+	r := &refChecks{sig: cat.sig, byTo: map[registry.TableName][]*constraint{}, byFrom: map[registry.TableName][]*constraint{},
+		retCols: map[registry.TableName][]string{}, deleted: map[registry.TableName][][]string{}}
+	for _, k := range cat.cons {
 		r.byTo[k.to] = append(r.byTo[k.to], k)
 		r.byFrom[k.from] = append(r.byFrom[k.from], k)
 		for _, col := range k.toCols {
@@ -156,7 +183,7 @@ func newRefChecks(ctx context.Context, tx pgx.Tx) (*refChecks, error) {
 			}
 		}
 	}
-	return r, nil
+	return r
 }
 
 // replicaRole switches the transaction to session_replication_role =
@@ -196,22 +223,26 @@ func restoreRole(ctx context.Context, tx pgx.Tx, prev string) error {
 // verify checks what the deletion did against the constraints (see the
 // comment at the top of this file).
 func (r *refChecks) verify(ctx context.Context, e *Engine, tx pgx.Tx, res *Result) error {
-	for t, n := range res.Deleted {
-		if n > 0 && r.inherited[t] {
-			return fmt.Errorf("%w: %s has children by table inheritance", errRecheck, t)
-		}
-	}
-	_, sig, err := readConstraints(ctx, tx)
+	cat, err := readCatalog(ctx, tx)
 	if err != nil {
 		return err
 	}
-	if sig != r.sig {
+	e.catalog.Store(cat)
+	if cat.sig != r.sig {
 		return fmt.Errorf("%w: the foreign key constraints changed during the deletion", errRecheck)
+	}
+	for t, n := range res.Deleted {
+		if n > 0 && cat.inherited[t] {
+			return fmt.Errorf("%w: %s has children by table inheritance", errRecheck, t)
+		}
 	}
 	for _, t := range registry.SortedNames(r.deleted) {
 		vals := r.deleted[t]
 		cols := r.retCols[t]
 		for _, k := range r.byTo[t] {
+			if cat.hidden[k.from] {
+				return fmt.Errorf("%w: row-level security hides rows of %s from the check of %s", errRecheck, k.from, k.name)
+			}
 			idx := make([]int, len(k.toCols))
 			for i, c := range k.toCols {
 				idx[i] = slices.Index(cols, c)
@@ -251,6 +282,11 @@ func (r *refChecks) verify(ctx context.Context, e *Engine, tx pgx.Tx, res *Resul
 		for _, k := range r.byFrom[u.table] {
 			if !slices.ContainsFunc(k.fromCols, func(c string) bool { return slices.Contains(u.cols, c) }) {
 				continue
+			}
+			for _, t := range []registry.TableName{u.table, k.to} {
+				if cat.hidden[t] {
+					return fmt.Errorf("%w: row-level security hides rows of %s from the check of %s", errRecheck, t, k.name)
+				}
 			}
 			var join, cols []string
 			for i := range k.fromCols {

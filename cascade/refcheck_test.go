@@ -166,4 +166,55 @@ func TestBatchReferenceChecks(t *testing.T) {
 			t.Errorf("transaction unusable after the error: %v", err)
 		}
 	})
+
+	// The statements of a deletion are built for the constraints the last one
+	// read; the checks read them again and judge by the new set.
+	t.Run("a constraint added since the last deletion is judged", func(t *testing.T) {
+		e := cascade.New(reg, cascade.BatchReferenceChecks())
+		if o := run(t, e, "t_p", "INSERT INTO t_p VALUES (1)", true); o.err != nil || o.rechecked {
+			t.Fatalf("first delete: %v, rechecked %v", o.err, o.rechecked)
+		}
+		pgtest.Exec(t, db.DSN, "CREATE TABLE t_other.late (id integer PRIMARY KEY, p_id integer REFERENCES public.t_p)")
+		defer pgtest.Exec(t, db.DSN, "DROP TABLE t_other.late")
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx) //nolint:errcheck
+		if _, err := tx.Exec(ctx, "INSERT INTO t_p VALUES (1); INSERT INTO t_other.late VALUES (1, 1)"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.Delete(ctx, tx, public("t_p"), []cascade.Key{{"1"}}); !errors.Is(err, cascade.ErrDanglingReference) {
+			t.Errorf("Delete of a row that a constraint added since refers to: %v, want %v", err, cascade.ErrDanglingReference)
+		}
+	})
+
+	// PostgreSQL's checks run as the referencing table's owner and see the
+	// rows a policy hides from the deleting role; a batch check would not.
+	t.Run("a referencing row that row-level security hides from the role still refuses the delete", func(t *testing.T) {
+		pgtest.Exec(t, db.DSN, `DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgoutpost_test_rls') THEN CREATE ROLE pgoutpost_test_rls; END IF; END $$;
+			GRANT SET ON PARAMETER session_replication_role TO pgoutpost_test_rls;
+			GRANT USAGE ON SCHEMA t_other TO pgoutpost_test_rls;
+			GRANT SELECT, DELETE, UPDATE ON ALL TABLES IN SCHEMA public, t_other TO pgoutpost_test_rls;
+			ALTER TABLE t_other.blocking ENABLE ROW LEVEL SECURITY;
+			CREATE POLICY t_hide ON t_other.blocking USING (id > 100)`)
+		for name, e := range modes {
+			tx, err := pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, `TRUNCATE t_p, t_other.blocking CASCADE; INSERT INTO t_p VALUES (1); INSERT INTO t_other.blocking VALUES (1, 1);
+				SET LOCAL ROLE pgoutpost_test_rls`); err != nil {
+				t.Fatal(err)
+			}
+			_, err = e.Delete(ctx, tx, public("t_p"), []cascade.Key{{"1"}})
+			if err == nil {
+				err = cascade.TranslateError(tx.Commit(ctx))
+			}
+			if !errors.Is(err, cascade.ErrDanglingReference) {
+				t.Errorf("%s checks: Delete as a role that cannot see the referencing row: %v, want %v", name, err, cascade.ErrDanglingReference)
+			}
+			tx.Rollback(ctx) //nolint:errcheck
+		}
+	})
 }
