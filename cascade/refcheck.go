@@ -48,11 +48,13 @@ import (
 // differs — a constraint added or dropped since, even during the deletion
 // (its ALTER TABLE waits for the deletion's locks only once the deletion has
 // taken them, and from then until COMMIT cannot change what the deletion
-// touched) — sends the deletion to PostgreSQL's checks. The inheritance
-// children and row-level security are read then too. A deletion that spills
-// (DefaultSpillRows) runs with them too, and so does one whose checks would
-// read a table whose rows row-level security filters for the deleting role:
-// PostgreSQL's checks run as the table's owner and see every row.
+// touched) — sends the deletion to PostgreSQL's checks. Which tables have
+// inheritance children or row-level security is read then as well.
+//
+// A deletion that spills (DefaultSpillRows) runs with PostgreSQL's checks,
+// and so does one whose checks would read a table whose rows row-level
+// security filters for the deleting role: PostgreSQL's checks run as the
+// table's owner and see every row.
 
 // constraint is one foreign key constraint as the catalog has it. to is the
 // root of the referenced table's partition tree, so that a constraint on one
