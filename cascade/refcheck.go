@@ -7,7 +7,9 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgoutpost/pgoutpost/registry"
 )
@@ -273,7 +275,7 @@ func (r *refChecks) verify(ctx context.Context, e *Engine, tx pgx.Tx, res *Resul
 					continue
 				}
 				if err != nil {
-					return fmt.Errorf("batch reference check of %s on %s: %w", k.name, k.from, err)
+					return checkFailed(k, err)
 				}
 				return fmt.Errorf("%w: %s on %s: a row still references (%s) = %s", errRecheck, k.name, k.from, strings.Join(k.fromCols, ", "), ref)
 			}
@@ -308,13 +310,25 @@ func (r *refChecks) verify(ctx context.Context, e *Engine, tx pgx.Tx, res *Resul
 					continue
 				}
 				if err != nil {
-					return fmt.Errorf("batch reference check of %s on %s: %w", k.name, k.from, err)
+					return checkFailed(k, err)
 				}
 				return fmt.Errorf("%w: %s on %s: an updated row references (%s) = %s, which %s lacks", errRecheck, k.name, k.from, strings.Join(k.fromCols, ", "), ref, k.to)
 			}
 		}
 	}
 	return nil
+}
+
+// checkFailed is the error of a check query of constraint k that failed
+// with err. A role that may not read a table the check reads (one outside
+// the registry's schemas, say) sends the deletion to PostgreSQL's checks,
+// which run as the table's owner and need no privilege of the role's.
+func checkFailed(k *constraint, err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == pgerrcode.InsufficientPrivilege {
+		return fmt.Errorf("%w: the role may not read the tables of the check of %s on %s: %s", errRecheck, k.name, k.from, pe.Message)
+	}
+	return fmt.Errorf("batch reference check of %s on %s: %w", k.name, k.from, err)
 }
 
 // errRecheck sends a deletion back to PostgreSQL's own checks.

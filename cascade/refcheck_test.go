@@ -189,6 +189,41 @@ func TestBatchReferenceChecks(t *testing.T) {
 		}
 	})
 
+	// PostgreSQL's checks need no privilege of the deleting role on the
+	// referencing tables; a batch check that may not read one hands the
+	// deletion to them instead of failing it.
+	t.Run("a role that may not read a referencing table", func(t *testing.T) {
+		pgtest.Exec(t, db.DSN, `DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgoutpost_test_narrow') THEN CREATE ROLE pgoutpost_test_narrow; END IF; END $$;
+			GRANT SET ON PARAMETER session_replication_role TO pgoutpost_test_narrow;
+			GRANT SELECT, DELETE, UPDATE ON ALL TABLES IN SCHEMA public TO pgoutpost_test_narrow`)
+		for _, tc := range []struct {
+			fixture   string
+			wantErr   error
+			rechecked bool
+		}{
+			{fixture: "INSERT INTO t_p VALUES (1), (2); INSERT INTO t_other.blocking VALUES (2, 2)", rechecked: true},
+			{fixture: "INSERT INTO t_p VALUES (1); INSERT INTO t_other.blocking VALUES (1, 1)", wantErr: cascade.ErrDanglingReference},
+		} {
+			for name, e := range modes {
+				tx, err := pool.Begin(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := tx.Exec(ctx, "TRUNCATE t_p CASCADE; "+tc.fixture+"; SET LOCAL ROLE pgoutpost_test_narrow"); err != nil {
+					t.Fatal(err)
+				}
+				res, err := e.Delete(ctx, tx, public("t_p"), []cascade.Key{{"1"}})
+				if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
+					t.Errorf("%s checks, %s: Delete: %v, want %v", name, tc.fixture, err, tc.wantErr)
+				}
+				if err == nil && res.Rechecked != (tc.rechecked && name == "batch") {
+					t.Errorf("%s checks, %s: Rechecked = %v", name, tc.fixture, res.Rechecked)
+				}
+				tx.Rollback(ctx) //nolint:errcheck
+			}
+		}
+	})
+
 	// PostgreSQL's checks run as the referencing table's owner and see the
 	// rows a policy hides from the deleting role; a batch check would not.
 	t.Run("a referencing row that row-level security hides from the role still refuses the delete", func(t *testing.T) {
