@@ -190,6 +190,51 @@ func newRefChecks(cat *catalog) *refChecks {
 	return r
 }
 
+// Unreadable is a foreign key constraint into a table that deletes can
+// remove, from a table the role may not read.
+type Unreadable struct {
+	Constraint string
+	From, To   registry.TableName
+}
+
+// UnreadableReferences lists the foreign key constraints into the tables
+// that reg's deletes can remove (registry.DeleteReach) whose referencing
+// table the connected role may not read. With BatchReferenceChecks, a
+// deletion from such a table fails its batch check and runs again with
+// PostgreSQL's checks: it is done twice.
+func UnreadableReferences(ctx context.Context, db interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, reg *registry.Registry) ([]Unreadable, error) {
+	rows, err := db.Query(ctx, `SELECT c.conname, fn.nspname, fc.relname, tn.nspname, tc.relname
+FROM pg_catalog.pg_constraint c
+JOIN pg_catalog.pg_class fc ON fc.oid = c.conrelid
+JOIN pg_catalog.pg_namespace fn ON fn.oid = fc.relnamespace
+JOIN pg_catalog.pg_class tc ON tc.oid = coalesce(pg_catalog.pg_partition_root(c.confrelid), c.confrelid)
+JOIN pg_catalog.pg_namespace tn ON tn.oid = tc.relnamespace
+WHERE c.contype = 'f' AND c.conparentid = 0
+  AND NOT (pg_catalog.has_schema_privilege(fn.oid, 'USAGE') AND pg_catalog.has_table_privilege(fc.oid, 'SELECT'))
+ORDER BY fn.nspname, fc.relname, c.conname`)
+	if err != nil {
+		return nil, fmt.Errorf("read the foreign keys from tables the role may not read: %w", err)
+	}
+	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Unreadable, error) {
+		var u Unreadable
+		err := r.Scan(&u.Constraint, &u.From.Schema, &u.From.Name, &u.To.Schema, &u.To.Name)
+		return u, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the foreign keys from tables the role may not read: %w", err)
+	}
+	reach := reg.DeleteReach()
+	var out []Unreadable
+	for _, u := range all {
+		if _, ok := reach[u.To]; ok {
+			out = append(out, u)
+		}
+	}
+	return out, nil
+}
+
 // replicaRole switches the transaction to session_replication_role =
 // replica until it ends (or its savepoint is rolled back) and returns the
 // setting it had.

@@ -3,6 +3,7 @@ package cascade_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -220,6 +221,34 @@ func TestBatchReferenceChecks(t *testing.T) {
 					t.Errorf("%s checks, %s: Rechecked = %v", name, tc.fixture, res.Rechecked)
 				}
 				tx.Rollback(ctx) //nolint:errcheck
+			}
+		}
+
+		// validate warns of such tables when deletes can reach what they
+		// reference (t_p is a user table no delete model reaches).
+		pgtest.Exec(t, db.DSN, "CREATE TABLE t_other.unit_ref (id integer PRIMARY KEY, unit_id integer REFERENCES public.catalog_unit)")
+		defer pgtest.Exec(t, db.DSN, "DROP TABLE t_other.unit_ref")
+		for _, role := range []string{"pgoutpost_test_narrow", ""} {
+			tx, err := pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if role != "" {
+				if _, err := tx.Exec(ctx, "SET LOCAL ROLE "+role); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := cascade.UnreadableReferences(ctx, tx, reg)
+			tx.Rollback(ctx) //nolint:errcheck
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []cascade.Unreadable
+			if role != "" {
+				want = []cascade.Unreadable{{Constraint: "unit_ref_unit_id_fkey", From: registry.TableName{Schema: "t_other", Name: "unit_ref"}, To: public("catalog_unit")}}
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("UnreadableReferences as %q: %v, want %v", role, got, want)
 			}
 		}
 	})

@@ -152,13 +152,25 @@ func checkRegistry(ctx context.Context, e *env, g *globalFlags, cmd string) (*re
 		return nil, nil, err
 	}
 	if role == "slave" && s.cfg.Queue.FKChecks == config.FKChecksBatch {
+		var user string
+		if err := s.conn.QueryRow(ctx, "SELECT current_user").Scan(&user); err != nil {
+			return nil, nil, err
+		}
+		grantee := pgx.Identifier{user}.Sanitize()
 		if err := cascade.CheckReplicaRole(ctx, s.conn); err != nil {
-			var user string
-			if err := s.conn.QueryRow(ctx, "SELECT current_user").Scan(&user); err != nil {
-				return nil, nil, err
-			}
 			needs = append(needs, replication.Need{Commands: "run (queue.fk_checks: batch)", What: "SET on session_replication_role",
-				Grant: "GRANT SET ON PARAMETER session_replication_role TO " + pgx.Identifier{user}.Sanitize(), Or: "a superuser, or queue.fk_checks: database"})
+				Grant: "GRANT SET ON PARAMETER session_replication_role TO " + grantee, Or: "a superuser, or queue.fk_checks: database"})
+		}
+		unreadable, err := cascade.UnreadableReferences(ctx, s.conn, reg)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, u := range unreadable {
+			needs = append(needs, replication.Need{Commands: "run (queue.fk_checks: batch)",
+				What: fmt.Sprintf("SELECT on %s, whose foreign key %s references %s (without it every deletion from %s is done twice: checked by pgoutpost, which cannot read %s, then again with PostgreSQL's checks)",
+					u.From, u.Constraint, u.To, u.To, u.From),
+				Grant: fmt.Sprintf("GRANT USAGE ON SCHEMA %s TO %s; GRANT SELECT ON %s TO %s", pgx.Identifier{u.From.Schema}.Sanitize(), grantee, u.From.Sanitize(), grantee),
+				Or:    "queue.fk_checks: database"})
 		}
 	}
 	for _, n := range needs {
