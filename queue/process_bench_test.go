@@ -53,7 +53,7 @@ var (
 func BenchmarkApplyDeleteEntries(b *testing.B) {
 	n, batch, per := *benchEntries, *benchBatch, *benchTxnSize
 	ctx := context.Background()
-	db, pool := benchSlave(b, *benchLatency)
+	db, pool, plain := benchSlave(b, *benchLatency)
 	reg := djangoRegistry(b, pool)
 	var engineOpts []cascade.Option
 	if batchChecks(b) {
@@ -97,7 +97,7 @@ func BenchmarkApplyDeleteEntries(b *testing.B) {
 		for page := range pages(b, p, batch) {
 			for _, tx := range page {
 				for _, e := range tx.Entries {
-					if err := applyRowAtATime(ctx, pool, reg, e); err != nil {
+					if err := applyRowAtATime(ctx, plain, reg, e); err != nil {
 						b.Fatalf("row at a time, entry %s: %v", e.PK, err)
 					}
 					applied++
@@ -112,7 +112,7 @@ func BenchmarkApplyDeleteEntries(b *testing.B) {
 		round := fmt.Sprintf("round %d: processor %.0f entries/s, row at a time %.0f (%.1fx)", len(procRates), procRate, rowRate, procRate/rowRate)
 		if *benchDjango {
 			loadUnitEntries(b, pool, n, per)
-			djangoRate := seedCron(b, db.DSN, n)
+			djangoRate := seedCron(b, plain, n)
 			checkAllDeleted(b, pool, n)
 			pgtest.Exec(b, db.DSN, "VACUUM ANALYZE")
 			djangoRates, djangoRatios = append(djangoRates, djangoRate), append(djangoRatios, procRate/djangoRate)
@@ -150,18 +150,15 @@ func median(xs []float64) float64 {
 }
 
 // seedCron runs testdata/seed_cron.py, the seed's cron with Django's own
-// .delete(), over the n entries waiting in the database of dsn and returns
-// its rate.
-func seedCron(b *testing.B, dsn string, n int) float64 {
+// .delete(), over the n entries waiting in the database of pool (connecting
+// as pool does) and returns its rate.
+func seedCron(b *testing.B, pool *pgxpool.Pool, n int) float64 {
 	b.Helper()
 	python := os.Getenv("PGOUTPOST_PYTHON")
 	if python == "" {
 		b.Fatal("-queue.django needs a python3 with Django and psycopg2 in PGOUTPOST_PYTHON: PGOUTPOST_PYTHON=$(scripts/ensure-django --postgres)")
 	}
-	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		b.Fatal(err)
-	}
+	cfg := pool.Config().ConnConfig
 	out, err := exec.Command(python, "testdata/seed_cron.py", cfg.Host, fmt.Sprint(cfg.Port), cfg.User, cfg.Database).Output()
 	if err != nil {
 		var stderr []byte
@@ -181,12 +178,12 @@ func seedCron(b *testing.B, dsn string, n int) float64 {
 // loadUnitEntries creates units 1..n (rowwise.LoadUnits) and a delete-queue
 // entry per unit, per entries to a master transaction.
 // benchSlave returns a new database of the slave cluster with the reference
-// schema and the slave's queues, and a pool to it configured as the
-// sidecar's (ConfigurePool) whose messages are delayed by latency (none when
-// 0).
-func benchSlave(b *testing.B, latency time.Duration) (*pgtest.DB, *pgxpool.Pool) {
+// schema and the slave's queues, a pool to it configured as the sidecar's
+// (ConfigurePool) and a plain one, as another program would open (the
+// baselines'); messages to both are delayed by latency (none when 0).
+func benchSlave(b *testing.B, latency time.Duration) (db *pgtest.DB, sidecar, plain *pgxpool.Pool) {
 	b.Helper()
-	db := pgtest.NewDB(b, pgtest.Slave(b))
+	db = pgtest.NewDB(b, pgtest.Slave(b))
 	pgtest.LoadDjangoSchema(b, db)
 	dsn := db.DSN
 	if latency > 0 {
@@ -198,15 +195,15 @@ func benchSlave(b *testing.B, latency time.Duration) (*pgtest.DB, *pgxpool.Pool)
 		b.Fatal(err)
 	}
 	ConfigurePool(cfg)
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	sidecar, err = pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(pool.Close)
-	if _, err := Install(context.Background(), pool, InstallOptions{Role: registry.RoleSlave}, false); err != nil {
+	b.Cleanup(sidecar.Close)
+	if _, err := Install(context.Background(), sidecar, InstallOptions{Role: registry.RoleSlave}, false); err != nil {
 		b.Fatal(err)
 	}
-	return db, pool
+	return db, sidecar, pgtest.Pool(b, dsn)
 }
 
 // batchChecks reads -queue.fk-checks: true for batch, false for database.
@@ -310,10 +307,9 @@ func applyRowAtATime(ctx context.Context, pool *pgxpool.Pool, reg *registry.Regi
 func BenchmarkDeleteFloor(b *testing.B) {
 	n, batch := *benchEntries, *benchBatch
 	ctx := context.Background()
-	db, _ := benchSlave(b, 0)
 	// Not the sidecar's pool: the floor may use whatever plans the server
 	// picks, so that no drain can beat it.
-	pool := pgtest.Pool(b, db.DSN)
+	db, _, pool := benchSlave(b, 0)
 	replica := batchChecks(b)
 	var rates []float64
 	for b.Loop() {
@@ -374,7 +370,7 @@ RETURNING (pk->>'id')::bigint`, batch)
 func BenchmarkApplyDenormalizeEntries(b *testing.B) {
 	n, batch := *benchEntries, *benchBatch
 	ctx := context.Background()
-	_, pool := benchSlave(b, 0)
+	_, pool, _ := benchSlave(b, 0)
 	reg := djangoRegistry(b, pool)
 	srv := pgtest.NATS(b)
 	snk, err := sink.Connect(ctx, sink.Options{URL: srv.URL(), Env: "bench", CreateStream: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
