@@ -188,7 +188,7 @@ func TestDeleteInEveryQueryExecMode(t *testing.T) {
 		engine int
 	}{
 		{"cache_statement", 0}, {"cache_describe", 0}, {"describe_exec", 0}, {"exec", 0}, {"simple_protocol", 0},
-		{"cache_statement", 1}, {"exec", 1},
+		{"cache_statement", 1}, {"cache_describe", 1}, {"exec", 1},
 	} {
 		mode, engine := cfg.mode, engineModes[cfg.engine]
 		t.Run(mode+"/"+engine.name, func(t *testing.T) {

@@ -128,16 +128,23 @@ func NewEngine(reg *registry.Registry, opts ...cascade.Option) *cascade.Engine {
 	return cascade.New(reg, append(opts, cascade.ReportKeys(registry.KindDelete, registry.KindDenormalize))...)
 }
 
-// ConfigurePool makes the pool a Processor runs on plan every statement for
-// its parameters (plan_cache_mode = force_custom_plan). Its statements are
-// prepared once, on queue tables whose size swings from empty to a large
-// backlog: a generic plan chosen while a table was small (a sequential scan)
-// would stay as it grows, and each lookup of a batch would read the whole
-// backlog (measured: 37–120 ms a call instead of 0.05 ms; see
-// BenchmarkLookupAsQueueGrows). A custom plan costs a planning per call and
-// stays right at every size.
+// ConfigurePool makes the pool a Processor runs on plan each of its
+// statements for its parameters, every time. Its statements run on queue
+// tables whose size swings from empty to a large backlog: a generic plan
+// chosen while a table was small (a sequential scan) would stay as it grows,
+// and each lookup of a batch would read the whole backlog (measured: 37–120
+// ms a call instead of 0.05 ms; see BenchmarkLookupAsQueueGrows).
+//
+// It does so with pgx's QueryExecModeCacheDescribe: a statement is described
+// once per connection, then sent each time as the unnamed statement, which
+// PostgreSQL plans anew with the values bound. Not with plan_cache_mode =
+// force_custom_plan, as it did before: that setting also holds for the
+// queries of PostgreSQL's own foreign-key triggers, which then planned every
+// check of every deleted row again and cut the default drain (queue.fk_checks:
+// database) to a third (BenchmarkApplyDeleteEntries: 3.5k against 10.4k
+// entries/s).
 func ConfigurePool(cfg *pgxpool.Config) {
-	cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
+	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
 }
 
 // NewProcessor returns a processor over the slave database db. eng must have

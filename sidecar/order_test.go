@@ -415,7 +415,7 @@ func TestPermissionErrorIsRetried(t *testing.T) {
 	} {
 		exec(t, e.spool, g)
 	}
-	e.procDB = pgtest.Pool(t, dsn)
+	e.procDB = sidecarPool(t, dsn)
 	r := e.start(t, t, nil)
 
 	exec(t, e.mpool, "INSERT INTO unit VALUES (4, 'four')")

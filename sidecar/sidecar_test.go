@@ -229,12 +229,13 @@ func (e *e2e) start(t, owner testing.TB, tune func(*sidecar.Options)) *running {
 	}
 	runCtx, stop := context.WithCancel(context.Background())
 	snk := &crashSink{NATS: n, crash: stop}
-	procDB, db, replDSN := e.spool, e.spool, e.slave.DSN
+	db, replDSN := sidecarPool(owner, e.slave.DSN), e.slave.DSN
+	procDB := db
 	if e.procDB != nil {
 		procDB = e.procDB
 	}
 	if e.runDSN != "" {
-		db, replDSN = pgtest.Pool(t, e.runDSN), e.runDSN
+		db, replDSN = sidecarPool(owner, e.runDSN), e.runDSN
 		procDB = db
 	}
 	proc := queue.NewProcessor(procDB, e.reg, nil, snk, queue.ProcessorOptions{
@@ -775,4 +776,21 @@ func TestSidecarRecreatesInvalidatedSlot(t *testing.T) {
 	if n := queryInt(t, e.spool, "SELECT count(*) FROM (SELECT unit_id FROM deleted_log GROUP BY unit_id HAVING count(*) > 1) d"); n != 0 {
 		t.Errorf("%d units were deleted more than once", n)
 	}
+}
+
+// sidecarPool is a pool to dsn configured as pgoutpost run configures the
+// sidecar's (queue.ConfigurePool).
+func sidecarPool(t testing.TB, dsn string) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queue.ConfigurePool(cfg)
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
 }
