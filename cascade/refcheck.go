@@ -109,6 +109,17 @@ type updatedRows struct {
 	keys  [][]string
 }
 
+// foreignKeys is the FROM and WHERE of the catalog queries over foreign key
+// constraints: c the constraint (partitions' inherited copies left out), fc
+// and fn the referencing table and its schema, tc and tn the referenced
+// table's partition root and its schema.
+const foreignKeys = `FROM pg_catalog.pg_constraint c
+JOIN pg_catalog.pg_class fc ON fc.oid = c.conrelid
+JOIN pg_catalog.pg_namespace fn ON fn.oid = fc.relnamespace
+JOIN pg_catalog.pg_class tc ON tc.oid = coalesce(pg_catalog.pg_partition_root(c.confrelid), c.confrelid)
+JOIN pg_catalog.pg_namespace tn ON tn.oid = tc.relnamespace
+WHERE c.contype = 'f' AND c.conparentid = 0`
+
 // readCatalog reads every foreign key constraint of the database (its
 // partitions' inherited copies left out) and the tables with inheritance
 // children or row-level security active for the role.
@@ -121,12 +132,7 @@ func readCatalog(ctx context.Context, tx pgx.Tx) (*catalog, error) {
        ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY AS k(n, i)
              JOIN pg_catalog.pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i),
        c.confmatchtype = 'f'
-FROM pg_catalog.pg_constraint c
-JOIN pg_catalog.pg_class fc ON fc.oid = c.conrelid
-JOIN pg_catalog.pg_namespace fn ON fn.oid = fc.relnamespace
-JOIN pg_catalog.pg_class tc ON tc.oid = coalesce(pg_catalog.pg_partition_root(c.confrelid), c.confrelid)
-JOIN pg_catalog.pg_namespace tn ON tn.oid = tc.relnamespace
-WHERE c.contype = 'f' AND c.conparentid = 0
+`+foreignKeys+`
 ORDER BY c.oid`)
 	if err != nil {
 		return nil, fmt.Errorf("read the foreign key constraints: %w", err)
@@ -206,12 +212,7 @@ func UnreadableReferences(ctx context.Context, db interface {
 	Query(context.Context, string, ...any) (pgx.Rows, error)
 }, reg *registry.Registry) ([]Unreadable, error) {
 	rows, err := db.Query(ctx, `SELECT c.conname, fn.nspname, fc.relname, tn.nspname, tc.relname
-FROM pg_catalog.pg_constraint c
-JOIN pg_catalog.pg_class fc ON fc.oid = c.conrelid
-JOIN pg_catalog.pg_namespace fn ON fn.oid = fc.relnamespace
-JOIN pg_catalog.pg_class tc ON tc.oid = coalesce(pg_catalog.pg_partition_root(c.confrelid), c.confrelid)
-JOIN pg_catalog.pg_namespace tn ON tn.oid = tc.relnamespace
-WHERE c.contype = 'f' AND c.conparentid = 0
+`+foreignKeys+`
   AND NOT (pg_catalog.has_schema_privilege(fn.oid, 'USAGE') AND pg_catalog.has_table_privilege(fc.oid, 'SELECT'))
 ORDER BY fn.nspname, fc.relname, c.conname`)
 	if err != nil {
